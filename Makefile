@@ -1,0 +1,53 @@
+# The two commands of the README: `make demo` and `make test`. Both create .venv and install what they need.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export PREFECT_HOME := $(CURDIR)/.prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_LOGGING_LEVEL ?= INFO
+export DO_NOT_TRACK := 1
+
+DEMO_KG := kg_store/wiki.duckdb
+DEMO_RUN := runs/demo
+DEMO_STEPS ?= 300
+
+.PHONY: install test test-slow demo bench lint clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch first and pinned: takes the CPU wheel; anything unpinned would pull a CUDA build
+	$(BIN)/pip install -q "torch==2.13.0"
+	$(BIN)/pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+lint: install
+	$(BIN)/ruff check .
+
+test: install lint
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow
+
+demo: install
+	$(BIN)/jaket-build-kg --wikidata data/sample/mini-wikidata-all.json.bz2 \
+		--wikipedia data/sample/mini-enwiki-pages-articles.xml.bz2 --out $(DEMO_KG)
+	$(BIN)/jaket kg stats --kg $(DEMO_KG)
+	$(BIN)/jaket kg sql --kg $(DEMO_KG) "SELECT head_label, relation_label, tail_label FROM sampled_triples LIMIT 8"
+	@if $(BIN)/python -c "import jaket.train" 2>/dev/null; then \
+		$(BIN)/jaket-train --kg $(DEMO_KG) --steps $(DEMO_STEPS) --out $(DEMO_RUN) && \
+		$(BIN)/python -m jaket.summary $(DEMO_RUN); \
+	else echo "(pretraining: jaket.train not built yet)"; fi
+
+bench: install
+	$(BIN)/python benchmarks/bench_ingest.py
+	@for b in benchmarks/bench_*.py; do [ "$$b" = benchmarks/bench_ingest.py ] || $(BIN)/python $$b; done
+
+clean:
+	rm -rf $(VENV) .prefect .pytest_cache .ruff_cache runs kg_store/*.duckdb*
