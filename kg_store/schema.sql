@@ -34,7 +34,9 @@ CREATE TABLE IF NOT EXISTS categories (
 CREATE TABLE IF NOT EXISTS documents (
     doc_id    INTEGER NOT NULL,
     title     VARCHAR,
-    entity_id INTEGER                      -- NULL if the article's entity is unknown
+    entity_id INTEGER,                     -- NULL if the article's entity is unknown
+    source    VARCHAR,                     -- 'wikipedia' | 'corpus' | 'custom'
+    source_id VARCHAR                      -- page id / docid in the input
 );
 CREATE TABLE IF NOT EXISTS passages (
     passage_id INTEGER NOT NULL,

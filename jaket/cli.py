@@ -1,0 +1,20 @@
+"""The `jaket` command group: `jaket kg stats|sql|check|import-tsv` (more verbs join as they land)."""
+
+from __future__ import annotations
+
+import click
+
+from flows.import_tsv import import_tsv
+from kg_store.cli import kg
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """JAKET toolkit: knowledge-graph stores and joint KG + language-model pretraining."""
+
+
+kg.add_command(import_tsv)
+main.add_command(kg)
+
+if __name__ == "__main__":
+    main()
