@@ -39,8 +39,16 @@ def main(wikidata: str, wikipedia: str | None, corpus: tuple[str, ...], out: str
          threads: int | None) -> None:
     """Build the KG store from dumps through the Prefect flow `build-kg`; rerunning resumes."""
     configure_prefect_env()
-    from flows.build_kg import build_kg
+    from flows.build_kg import build_kg, check_inputs
+    from kg_store.store import writer_lock
 
+    try:  # fail in one line, before Prefect starts and before anything is written
+        check_inputs(wikidata, wikipedia, list(corpus))
+        with writer_lock(out):
+            pass
+    except (InputMissing, StoreError) as exc:
+        click.echo(f"jaket-build-kg: error: {exc}", err=True)
+        sys.exit(2)
     try:
         build_kg(wikidata=wikidata, out=out, wikipedia=wikipedia, corpus=list(corpus),
                  top_categories=top_categories, category_other=category_other, alias_linking=alias_linking,

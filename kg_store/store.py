@@ -332,3 +332,13 @@ def check_integrity(con: duckdb.DuckDBPyConnection) -> list[str]:
         if bad:
             problems.append(f"{bad} {what}")
     return problems
+
+
+def table_checksums(con: duckdb.DuckDBPyConnection, tables: tuple[str, ...] = TABLES[:-1]
+                    ) -> dict[str, tuple[int, str]]:
+    """(row count, order-independent content checksum) per table; `meta` is left out (it holds timings)."""
+    result = {}
+    for table in tables:
+        n, digest = con.execute(f"SELECT count(*), coalesce(sum(hash(t)), 0)::VARCHAR FROM {table} t").fetchall()[0]
+        result[table] = (int(n), digest)
+    return result

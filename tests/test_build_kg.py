@@ -1,0 +1,186 @@
+"""The `build-kg` flow end to end on the bundled miniwiki sample: counts of expected.json, hand-checkable
+examples, resume after a real SIGKILL, clear errors, and the `jaket-build-kg` CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kg_store import store
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "data" / "sample"
+WIKIDATA = SAMPLE / "mini-wikidata-all.json.bz2"
+WIKIPEDIA = SAMPLE / "mini-enwiki-pages-articles.xml.bz2"
+EXPECTED = json.loads((SAMPLE / "expected.json").read_text())
+BUILD_CLI = [sys.executable, "-m", "flows.cli"]
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(PREFECT_HOME=str(tmp / ".prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1",
+               PREFECT_LOGGING_LEVEL="WARNING")
+    env.pop("PREFECT_API_URL", None)
+    return env
+
+
+def build(out: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = BUILD_CLI + ["--wikidata", str(WIKIDATA), "--wikipedia", str(WIKIPEDIA), "--out", str(out), *extra]
+    return subprocess.run(cmd, cwd=REPO, env=_env(out.parent), capture_output=True, text=True, check=check,
+                          timeout=600)
+
+
+@pytest.fixture(scope="module")
+def mini_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("mini") / "wiki.duckdb"
+    result = build(out)
+    assert "store written" in result.stdout, result.stderr[-3000:]
+    return out
+
+
+def test_counts_match_expected(mini_store: Path):
+    counts = EXPECTED["counts"]
+    with store.KGStore(mini_store) as s:
+        c = s.counts()
+        meta = s.meta()
+        assert c["entities"] == counts["items"]
+        assert c["triples"] == counts["triples_with_both_ends_present_distinct"]
+        assert int(meta["triples_both_ends_present"]) == counts["triples_with_both_ends_present"]
+        assert c["documents"] == counts["articles"]
+        assert s.scalar("SELECT count(*) FROM documents WHERE entity_id IS NOT NULL") == \
+            counts["articles_with_subject_item"]
+        assert s.scalar("SELECT count(*) FROM mentions WHERE source = 'anchor'") == counts["linked_mentions"]
+        assert s.scalar("SELECT count(DISTINCT entity_id) FROM mentions WHERE source = 'anchor'") == \
+            counts["linked_mentions_distinct_qids"]
+        assert s.scalar("SELECT count(*) FROM entities WHERE label IS NOT NULL") == counts["items_with_en_label"]
+        assert s.scalar("SELECT count(DISTINCT entity_id) FROM aliases") >= counts["items_with_en_aliases"]
+        # every entity without an English label is reported (kept, with a fallback)
+        assert s.scalar("SELECT count(*) FROM rejects WHERE reason = 'no_english_label'") == \
+            counts["items_without_en_label"]
+        assert int(meta["dangling_triples"]) == s.scalar(
+            "SELECT count(*) FROM rejects WHERE reason LIKE 'dangling_triple%'") > 0
+        assert store.check_integrity(s.con) == []
+
+
+def test_hand_checkable_examples(mini_store: Path):
+    with store.KGStore(mini_store) as s:
+        for ex in EXPECTED["examples"]:
+            m, t = ex["mention"], ex["triple"]
+            assert s.query("SELECT label FROM entities WHERE qid = ?", [m["qid"]]) == [(m["qid_label"],)]
+            assert s.scalar("SELECT count(*) FROM triples_labelled WHERE head_qid = ? AND pid = ? AND tail_qid = ?",
+                            [t["subject"], t["property"], t["object"]]) == 1
+            assert s.scalar("SELECT relation_label FROM triples_labelled WHERE pid = ? LIMIT 1",
+                            [t["property"]]) == t["property_label"]
+            rows = s.query("SELECT surface, source FROM mentions_in_context WHERE title = ? AND qid = ?",
+                           [ex["article_title"], m["qid"]])
+            assert (m["anchor"], "anchor") in rows
+            doc_entity = s.scalar("SELECT e.qid FROM documents d JOIN entities e USING (entity_id) WHERE title = ?",
+                                  [ex["article_title"]])
+            assert doc_entity == ex["article_subject_qid"]
+
+
+def test_mentions_slice_to_their_surface(mini_store: Path):
+    with store.KGStore(mini_store) as s:
+        bad = s.scalar("SELECT count(*) FROM mentions_in_context WHERE length(surface) <> char_end - char_start "
+                       "OR surface <> trim(surface) OR surface = ''")
+        assert bad == 0
+        overlaps = s.scalar("""SELECT count(*) FROM mentions a JOIN mentions b USING (passage_id)
+                               WHERE a.source = 'anchor' AND b.source <> 'anchor'
+                                 AND a.char_start < b.char_end AND b.char_start < a.char_end""")
+        assert overlaps == 0
+
+
+def test_redirect_resolved(mini_store: Path):
+    with store.KGStore(mini_store) as s:
+        # a mention written as [[U.S.]] goes through the redirect 'U.S.' -> United States (Q30)
+        via = [r for r in EXPECTED["redirects"] if r["title"] in ("U.S.", "Second World War")]
+        assert via
+        for r in via:
+            assert s.scalar("SELECT count(*) FROM mentions_in_context WHERE qid = ? AND surface = ? "
+                            "AND source = 'anchor'", [r["qid"], r["title"]]) >= 1
+
+
+def test_descriptions(mini_store: Path):
+    with store.KGStore(mini_store) as s:
+        src = dict(s.query("SELECT desc_source, count(*) FROM entities GROUP BY ALL"))
+        assert src["wikipedia"] >= 95          # the article subjects (101) with a non-empty lead
+        assert src["wikidata"] >= 18000
+        darmstadt = s.query("SELECT description, desc_source, desc_mention_start, desc_mention_end "
+                            "FROM entities WHERE qid = 'Q2973'")[0]
+        assert darmstadt[1] == "wikidata" and darmstadt[0] == "Darmstadt, city in Hessen, Germany"
+        assert darmstadt[0][darmstadt[2]:darmstadt[3]] == "Darmstadt"
+        lead, source, a, b = s.query("SELECT description, desc_source, desc_mention_start, desc_mention_end "
+                                     "FROM entities WHERE qid = 'Q213610'")[0]
+        assert source == "wikipedia" and lead.startswith("Louis IX")
+        assert a == 0 and lead[a:b].lower() in {"louis ix, landgrave of hesse-darmstadt", "louis ix"}
+
+
+def test_categories_collapsed(mini_store: Path):
+    with store.KGStore(mini_store) as s:
+        assert s.num_categories == 100
+        top = s.query("SELECT label FROM categories ORDER BY category_id LIMIT 1")[0][0]
+        assert top == "human"
+        assert s.scalar("SELECT count(*) FROM entities WHERE category_id IS NOT NULL") > 5000
+
+
+def test_rerun_skips_finished_stages_and_keeps_result(mini_store: Path, tmp_path: Path):
+    out = tmp_path / "copy.duckdb"
+    shutil.copytree(mini_store.with_name(mini_store.name + ".work"), tmp_path / "copy.duckdb.work")
+    t0 = time.perf_counter()
+    result = build(out)
+    assert result.returncode == 0
+    with store.KGStore(out) as a, store.KGStore(mini_store) as b:
+        assert store.table_checksums(a.con) == store.table_checksums(b.con)
+    assert time.perf_counter() - t0 < 120
+
+
+def test_killed_build_resumes_to_identical_store(mini_store: Path, tmp_path: Path):
+    """SIGKILL the build right after its first stage finished, rerun: same store as uninterrupted."""
+    out = tmp_path / "killed.duckdb"
+    cmd = BUILD_CLI + ["--wikidata", str(WIKIDATA), "--wikipedia", str(WIKIPEDIA), "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(tmp_path), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    marker = tmp_path / "killed.duckdb.work" / "wikidata" / "_SUCCESS"
+    deadline = time.time() + 300
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert marker.exists() and not out.exists()
+    result = build(out)
+    assert "wikidata: up to date" in result.stdout + result.stderr
+    with store.KGStore(out) as a, store.KGStore(mini_store) as b:
+        assert store.table_checksums(a.con) == store.table_checksums(b.con)
+
+
+def test_missing_input_is_one_line_error(tmp_path: Path):
+    out = tmp_path / "x.duckdb"
+    result = subprocess.run(BUILD_CLI + ["--wikidata", str(tmp_path / "missing.json.bz2"), "--out", str(out)],
+                            cwd=REPO, env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"jaket-build-kg: error: input file not found: {tmp_path / 'missing.json.bz2'}"]
+    assert not out.exists()
+
+
+def test_locked_store_is_one_line_error(mini_store: Path, tmp_path: Path):
+    code = f"import duckdb,time; c=duckdb.connect({str(mini_store)!r}); print('ready', flush=True); time.sleep(60)"
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        before = mini_store.stat().st_mtime_ns
+        result = build(mini_store, check=False)
+        assert result.returncode == 2
+        assert result.stderr.strip() == f"jaket-build-kg: error: store is locked by another writer: {mini_store}"
+        assert mini_store.stat().st_mtime_ns == before
+    finally:
+        holder.kill()
+        holder.wait()
