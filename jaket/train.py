@@ -1,0 +1,295 @@
+"""`jaket-train`: JAKET pretraining on a KG store (DESIGN.md part 2 contract).
+
+RUN_DIR gets model.safetensors, memory.safetensors, config.json, metrics.jsonl, loss.png, plus the resume
+state (optimizer.safetensors, rng.safetensors, trainer_state.json) and lm/ (encoder config + tokenizer).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+import torch
+
+from jaket.checkpoint import load_optimizer, load_rng, save_optimizer, save_rng, write_json
+from jaket.losses import LOSS_NAMES, LossWeights
+from jaket.memory import EntityMemory, RefreshSchedule
+from jaket.model import JAKETConfig, JAKETModel
+from jaket.pretrain import Pretrainer, TrainConfig
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup, then linear / cosine decay to 0 at cfg.steps (or constant)."""
+    warm = cfg.warmup if cfg.warmup >= 1 else cfg.warmup * cfg.steps
+    if warm > 0 and step < warm:
+        return (step + 1) / warm
+    if cfg.decay == "constant":
+        return 1.0
+    progress = min(1.0, (step - warm) / max(1.0, cfg.steps - warm))
+    if cfg.decay == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    return max(0.0, 1 - progress)
+
+
+def make_optimizer(model: JAKETModel, cfg: TrainConfig) -> torch.optim.AdamW:
+    """Two learning rates: the pretrained encoder (lr) and everything new (km_lr: KM, merge LayerNorm, heads,
+    and the MLM head's transform when the checkpoint had none). No weight decay on biases / norms."""
+    fresh_head = bool(model.config.extra.get("fresh_mlm_head", False))
+    groups: dict[tuple[bool, bool], list] = {(a, b): [] for a in (True, False) for b in (True, False)}
+    word = model.lm.word_embeddings.weight
+    for name, param in model.named_parameters():
+        head = name.startswith(("lm.masked_lm.cls.", "lm.masked_lm.lm_head.")) and param is not word
+        is_new = not name.startswith("lm.") or (fresh_head and head)
+        groups[(is_new, param.ndim >= 2)].append(param)
+    param_groups = []
+    for (is_new, decay), params in groups.items():
+        if params:
+            lr = cfg.km_lr if is_new else cfg.lr
+            param_groups.append({"params": params, "lr": lr, "base_lr": lr,
+                                 "weight_decay": cfg.weight_decay if decay else 0.0})
+    return torch.optim.AdamW(param_groups)
+
+
+def _descriptions(store: object, tokenizer: object, mcfg: JAKETConfig) -> tuple:
+    from jaket.tokens import cached_tokenize, relation_rows
+
+    ent = cached_tokenize(store.path, "entity", tokenizer, store.entity_descriptions(), mcfg.desc_max_len)
+    rel = cached_tokenize(store.path, "relation", tokenizer, relation_rows(store), mcfg.desc_max_len)
+    return ent, rel
+
+
+def _say(msg: str, quiet: bool) -> None:
+    if not quiet:
+        click.echo(msg, err=True)
+
+
+def train(kg: str | os.PathLike, out: str | os.PathLike, tcfg: TrainConfig | None = None,
+          mcfg: JAKETConfig | None = None, resume: bool = False, stop_after: int | None = None,
+          progress: bool = True, quiet: bool = False) -> Path:
+    """Pretrain (or resume when `resume`, reading out/config.json). Returns the run directory."""
+    from jaket.lm import checkpoint_has_mlm_head, load_tokenizer, resolve_lm
+    from kg_store.store import KGStore
+
+    out = Path(out)
+    start = 0
+    if resume:
+        saved = json.loads((out / "config.json").read_text())
+        steps = tcfg.steps if tcfg is not None else None
+        tcfg = TrainConfig.from_dict(saved["train"])
+        if steps is not None:
+            tcfg.steps = steps
+        mcfg = JAKETConfig.from_dict(saved["model"])
+        start = json.loads((out / "trainer_state.json").read_text())["step"]
+    tcfg = tcfg or TrainConfig()
+    mcfg = mcfg or JAKETConfig()
+    device = torch.device(tcfg.device)
+    store = KGStore(kg)
+    t0 = time.perf_counter()
+    if resume:
+        tokenizer = load_tokenizer(out / "lm")
+        model = JAKETModel.load(out, device)
+        memory = EntityMemory.load(out / "memory.safetensors", device)
+        ent_tokens, _ = _descriptions(store, tokenizer, mcfg)
+    else:
+        torch.manual_seed(tcfg.seed)
+        counts = store.counts()
+        mcfg.num_entities, mcfg.num_relations = counts["entities"], counts["relations"]
+        mcfg.num_categories = counts["categories"]
+        mcfg.extra = {**mcfg.extra, "fresh_mlm_head": not checkpoint_has_mlm_head(resolve_lm(mcfg.lm)),
+                      "lm_path": resolve_lm(mcfg.lm)}
+        tokenizer = load_tokenizer(mcfg.lm)
+        model = JAKETModel.from_lm(mcfg).to(device)
+        ent_tokens, rel_tokens = _descriptions(store, tokenizer, mcfg)
+        _say(f"memory: encoding {len(ent_tokens)} entity descriptions with LM1 ...", quiet)
+        tb = time.perf_counter()
+        memory = EntityMemory.build(model.lm, ent_tokens, rel_tokens, int(tokenizer.pad_token_id), tcfg.refresh,
+                                    tcfg.batch_tokens, progress=progress)
+        memory.entity, memory.relation = memory.entity.to(device), memory.relation.to(device)
+        mcfg.extra["memory_build_s"] = round(time.perf_counter() - tb, 3)
+        if mcfg.num_relations:
+            model.km.set_relations(memory.relation)       # R initialised from relation descriptions
+        out.mkdir(parents=True, exist_ok=True)
+        tokenizer.save_pretrained(out / "lm")
+        (out / "metrics.jsonl").write_text("")
+    model.train()
+    trainer = Pretrainer(model, tokenizer, store, memory, ent_tokens, tcfg)
+    optimizer = make_optimizer(model, tcfg)
+    if resume:
+        load_optimizer(optimizer, out / "optimizer.safetensors")
+        load_rng(out / "rng.safetensors", {"sampler": trainer.generator})
+        _truncate_metrics(out / "metrics.jsonl", start)
+    config = {"model": mcfg.to_dict(), "train": tcfg.to_dict(), "kg": str(Path(kg).resolve())}
+    write_json(out / "config.json", config)
+    _say(f"setup {time.perf_counter() - t0:.1f}s; training steps {start}..{tcfg.steps} on {device}", quiet)
+
+    end = tcfg.steps if stop_after is None else min(tcfg.steps, stop_after)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=tcfg.steps, initial=start, desc="jaket-train", unit="step", dynamic_ncols=True)
+    metrics = open(out / "metrics.jsonl", "a")
+    step = start
+    t_train = time.perf_counter()
+    try:
+        for step in range(start, end):
+            for group in optimizer.param_groups:
+                group["lr"] = group["base_lr"] * lr_factor(step, tcfg)
+            total, logged, info = trainer.losses(step)
+            if not torch.isfinite(total):
+                raise RuntimeError(f"non-finite loss at step {step}: {logged}")
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            if tcfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.max_grad_norm)
+            optimizer.step()
+            done = step + 1
+            if done % tcfg.log_every == 0 or done == end:
+                row = {"step": done, "loss": float(total.detach()), **logged, "lr": optimizer.param_groups[0]["lr"],
+                       "refresh": info["refresh"], "nodes": info["nodes"], "edges": info["edges"],
+                       "time": round(time.perf_counter() - t_train, 4)}
+                metrics.write(json.dumps(row) + "\n")
+                metrics.flush()
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in logged.items() if v is not None}, refresh=False)
+            if tcfg.save_every and done % tcfg.save_every == 0 and done < end:
+                _save(out, model, memory, optimizer, trainer, done)
+        step = end
+    except KeyboardInterrupt:
+        _say(f"\ninterrupted: saving the state after step {step} (resume with --resume {out})", quiet)
+        _save(out, model, memory, optimizer, trainer, step)
+        raise
+    finally:
+        metrics.close()
+        if bar is not None:
+            bar.close()
+    _save(out, model, memory, optimizer, trainer, step)
+    elapsed = time.perf_counter() - t_train
+    if end > start:
+        _say(f"{end - start} steps in {elapsed:.1f}s ({(end - start) / max(elapsed, 1e-9):.2f} steps/s); "
+             f"memory refreshes so far: {memory.refreshes}", quiet)
+    store.close()
+    return out
+
+
+def _save(out: Path, model: JAKETModel, memory: EntityMemory, optimizer: torch.optim.Optimizer,
+          trainer: Pretrainer, step: int) -> None:
+    from jaket.summary import plot_losses
+
+    model.save(out)
+    memory.save(out / "memory.safetensors")
+    save_optimizer(optimizer, out / "optimizer.safetensors")
+    save_rng(out / "rng.safetensors", {"sampler": trainer.generator})
+    write_json(out / "trainer_state.json", {"step": step, "memory": memory.state()})
+    try:
+        plot_losses(out)
+    except Exception as exc:  # noqa: BLE001 - a plot must never lose a checkpoint
+        click.echo(f"loss.png not written: {exc}", err=True)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop logged rows past the checkpoint (logged after the last save, before an interruption)."""
+    if not path.exists():
+        return
+    rows = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    path.write_text("".join(r + "\n" for r in rows))
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in str(text).replace(" ", "").split(",") if x]
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.option("--kg", "kg", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="KG store (DuckDB); on --resume defaults to the run's store.")
+@click.option("--lm", default="default", help="Encoder name or path (BERT/RoBERTa family); "
+              "'default' = the packaged all-MiniLM-L6-v2.")
+@click.option("--steps", type=int, default=300, help="Total training steps (the LR schedule's horizon).")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory.")
+@click.option("--resume", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Continue the run in this directory (same curve: optimizer, schedule, memory, RNG).")
+@click.option("--lm1-layers", type=int, default=None, help="k = layers in LM1 (default: half).")
+@click.option("--km-layers", type=int, default=2, help="L = relational GAT layers.")
+@click.option("--km-heads", type=int, default=4, help="K = attention heads per GAT layer.")
+@click.option("--fanouts", default="4,2", help="Neighbours sampled per hop (comma list; 1,1,1 = random walks).")
+@click.option("--text-batch", type=int, default=8, help="Text sequences per step.")
+@click.option("--kg-batch", type=int, default=16, help="Random root entities per step (plus mentioned ones).")
+@click.option("--rel-batch", type=int, default=32, help="Held-out triples per step for relation prediction.")
+@click.option("--negatives", type=int, default=32, help="Random candidate entities per dropped mention (L_e).")
+@click.option("--neighbor-candidates", type=int, default=8, help="Graph-neighbour candidates per dropped mention.")
+@click.option("--max-seq-len", type=int, default=64, help="Tokens per text sequence.")
+@click.option("--desc-max-len", type=int, default=32, help="Tokens per entity description.")
+@click.option("--lr", type=float, default=5e-5, help="Learning rate of the pretrained encoder.")
+@click.option("--km-lr", type=float, default=1e-3, help="Learning rate of the KM, heads and merge norm.")
+@click.option("--weight-decay", type=float, default=0.01)
+@click.option("--warmup", type=float, default=0.06, help="Warmup steps (fraction of --steps when < 1).")
+@click.option("--decay", type=click.Choice(["linear", "cosine", "constant"]), default="linear")
+@click.option("--w-category", type=float, default=1.0, help="Weight of L_c.")
+@click.option("--w-relation", type=float, default=1.0, help="Weight of L_r.")
+@click.option("--w-token", type=float, default=1.0, help="Weight of L_t.")
+@click.option("--w-entity", type=float, default=1.0, help="Weight of L_e.")
+@click.option("--refresh-init", type=int, default=10, help="I_init of the memory refresh schedule.")
+@click.option("--refresh-growth", type=float, default=2.0, help="a of the refresh schedule.")
+@click.option("--refresh-every", type=int, default=3, help="r of the refresh schedule.")
+@click.option("--refresh-max", type=int, default=500, help="I_max of the refresh schedule.")
+@click.option("--momentum", type=float, default=0.8, help="m of the memory momentum update.")
+@click.option("--desc-grad", type=click.Choice(["refresh", "never"]), default="refresh",
+              help="Gradient into LM1 through the sampled entities' descriptions at refresh steps.")
+@click.option("--e0", "e0_mode", type=click.Choice(["memory", "onthefly"]), default="memory",
+              help="E^(0) from the context memory, or recomputed by LM1 every step (slow, no memory).")
+@click.option("--seed", type=int, default=0)
+@click.option("--log-every", type=int, default=1)
+@click.option("--save-every", type=int, default=100)
+@click.option("--device", default="cpu", help="torch device, e.g. cpu, cuda.")
+@click.option("--stop-after", type=int, default=None, hidden=True, help="Stop (and save) after this step.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.pass_context
+def main(ctx: click.Context, kg: str | None, lm: str, steps: int, out: str | None, resume: str | None,
+         lm1_layers: int | None, km_layers: int, km_heads: int, fanouts: str, text_batch: int, kg_batch: int,
+         rel_batch: int, negatives: int, neighbor_candidates: int, max_seq_len: int, desc_max_len: int,
+         lr: float, km_lr: float, weight_decay: float, warmup: float, decay: str, w_category: float,
+         w_relation: float, w_token: float, w_entity: float, refresh_init: int, refresh_growth: float,
+         refresh_every: int, refresh_max: int, momentum: float, desc_grad: str, e0_mode: str, seed: int,
+         log_every: int, save_every: int, device: str, stop_after: int | None, no_progress: bool) -> None:
+    """Pretrain JAKET on a KG store (LM1 -> relational GAT -> LM2, context memory, four losses)."""
+    from kg_store.store import StoreError
+
+    try:
+        if resume:
+            run = Path(resume)
+            if out and Path(out).resolve() != run.resolve():
+                raise click.UsageError("--out must be the --resume directory (or left out)")
+            saved = json.loads((run / "config.json").read_text())
+            kg = kg or saved["kg"]
+            explicit = ctx.get_parameter_source("steps") == click.core.ParameterSource.COMMANDLINE
+            tcfg = TrainConfig(steps=steps) if explicit else None
+            train(kg, run, tcfg, resume=True, stop_after=stop_after, progress=not no_progress)
+            return
+        if not kg or not out:
+            raise click.UsageError("--kg and --out are required (or --resume RUN_DIR)")
+        tcfg = TrainConfig(
+            steps=steps, text_batch=text_batch, kg_batch=kg_batch, fanouts=_ints(fanouts), rel_batch=rel_batch,
+            neighbor_candidates=neighbor_candidates, negatives=negatives, lr=lr, km_lr=km_lr,
+            weight_decay=weight_decay, warmup=warmup, decay=decay, seed=seed,
+            weights=LossWeights(w_category, w_relation, w_token, w_entity),
+            refresh=RefreshSchedule(refresh_init, refresh_growth, refresh_every, refresh_max, momentum),
+            desc_grad=desc_grad, e0_mode=e0_mode, log_every=log_every, save_every=save_every, device=device)
+        mcfg = JAKETConfig(lm=lm, lm1_layers=lm1_layers, km_layers=km_layers, km_heads=km_heads,
+                           max_seq_len=max_seq_len, desc_max_len=desc_max_len)
+        run = train(kg, out, tcfg, mcfg, stop_after=stop_after, progress=not no_progress)
+        click.echo(f"run written to {run} (losses: {', '.join(LOSS_NAMES)}; see {run / 'loss.png'})")
+    except StoreError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
