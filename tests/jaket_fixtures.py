@@ -140,7 +140,7 @@ def make_tiny_lm(path: Path, family: str = "bert", hidden: int = 32, layers: int
 
     tok = load_tokenizer(None)
     kwargs = dict(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                  intermediate_size=2 * hidden, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                  intermediate_size=2 * hidden, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
                   pad_token_id=tok.pad_token_id)
     if family == "bert":
         config = BertConfig(max_position_embeddings=max_positions, **kwargs)
