@@ -3,14 +3,20 @@ reject rows, grouped reading of sorted Parquet files, and the stats/_SUCCESS epi
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import io
 import json
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from pipelines.dump_io import SafeReader, compression_of, require_file
 
 REJECT_RAW_CHARS = 500
 
@@ -72,6 +78,19 @@ class Rejects(RowWriter):
         self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
         raw_text = None if raw is None else str(raw)[:REJECT_RAW_CHARS]
         self.add(self.stage, self.source, None if position is None else str(position), reason, raw_text, action)
+
+
+def open_sequential_safe(path: str | os.PathLike) -> tuple[BinaryIO, SafeReader]:
+    """Like dump_io.open_safe, but with the standard library's sequential bz2/gzip decoders.
+
+    The parallel decoders fail as a whole on a truncated file (indexed_bzip2 delivers no byte at all);
+    these deliver everything up to the damage. The text stages use this only to re-read a truncated input.
+    """
+    path = require_file(path)
+    kind = compression_of(path)
+    opener = bz2.open if kind == "bz2" else gzip.open if kind == "gz" else open
+    safe = SafeReader(opener(path, "rb"))
+    return io.BufferedReader(safe, 1 << 16), safe
 
 
 def prepare_out_dir(out_dir: str | os.PathLike) -> tuple[Path, Path]:

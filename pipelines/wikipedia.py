@@ -20,11 +20,12 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import polars as pl
 import pyarrow as pa
 
-from pipelines.dump_io import open_safe, require_file
+from pipelines.dump_io import compression_of, open_safe, require_file
 from pipelines.linking import AliasLinker, NerCandidates, entity_names, resolve_ner
 from pipelines.sentences import DEFAULT_MAX_PASSAGE_CHARS, locate, make_passages
 from pipelines.text_stage import (
@@ -36,6 +37,7 @@ from pipelines.text_stage import (
     RowWriter,
     finish_stage,
     iter_groups,
+    open_sequential_safe,
     prepare_out_dir,
 )
 from pipelines.wikitext import clean_wikitext, link_kind, normalize_title
@@ -107,8 +109,8 @@ class _Streamer:
         self.redirects = RowWriter(tmp / "redirects.parquet", _REDIRECTS)
         self.rejects = rejects
         self.max_chars = max_chars
-        self.stats = {"pages": 0, "articles": 0, "redirects": 0, "other_namespace_pages": 0, "passages": 0,
-                      "links": 0, "links_crossing_passage": 0, "pages_with_broken_wikitext": 0}
+        self.stats = {"pages": 0, "articles": 0, "redirects": 0, "redirect_pages": 0, "other_namespace_pages": 0,
+                      "passages": 0, "links": 0, "links_crossing_passage": 0, "pages_with_broken_wikitext": 0}
 
     def close(self) -> None:
         for writer in (self.docs, self.passages, self.links, self.redirects):
@@ -116,14 +118,15 @@ class _Streamer:
 
     def page(self, page: Page) -> None:
         self.stats["pages"] += 1
-        if page.ns != 0:
-            self.stats["other_namespace_pages"] += 1
-            return
-        title = normalize_title(page.title)
         target = page.redirect
         if target is None:
             m = _REDIRECT_TEXT.match(page.text)
             target = m.group(1) if m else None
+        self.stats["redirect_pages"] += target is not None
+        if page.ns != 0:
+            self.stats["other_namespace_pages"] += 1
+            return
+        title = normalize_title(page.title)
         if target is not None:
             self.stats["redirects"] += 1
             self.redirects.add(title, normalize_title(target))
@@ -275,6 +278,35 @@ def _link_extra(tmp: Path, items_path: Path, aliases_path: Path, alias_linking: 
     return files
 
 
+def _read(reader: BinaryIO, streamer: _Streamer, skip: int) -> ET.ParseError | None:
+    try:
+        with reader:
+            for n, page in enumerate(iter_pages(reader)):
+                if n >= skip:
+                    streamer.page(page)
+    except ET.ParseError as exc:
+        return exc
+    return None
+
+
+def _stream(xml_path: Path, streamer: _Streamer, rejects: Rejects) -> bool:
+    """Pass 1 over the XML. On a damaged compressed input the parallel decoder stops early (indexed_bzip2
+    delivers nothing at all), so the file is re-read with the sequential decoder, skipping the pages already
+    done, to keep everything before the damage. Returns whether the input was cut short."""
+    reader, safe = open_safe(xml_path)
+    error = _read(reader, streamer, 0)
+    if error is not None and safe.error and compression_of(xml_path) != "plain":
+        reader, safe = open_sequential_safe(xml_path)
+        error = _read(reader, streamer, streamer.stats["pages"])
+    if error is None:
+        return False
+    reason = "truncated_input" if safe.error else "xml_parse_error"
+    position = f"after page {streamer.stats['pages']}"
+    rejects.reject(position, reason, safe.error or str(error), "kept")
+    log.warning("%s: %s %s", xml_path.name, reason, position)
+    return True
+
+
 def parse_wikipedia(xml_path: str | Path, wikidata_dir: str | Path, out_dir: str | Path, *,
                     alias_linking: bool = True, ner: bool = False,
                     max_passage_chars: int = DEFAULT_MAX_PASSAGE_CHARS) -> dict:
@@ -287,17 +319,7 @@ def parse_wikipedia(xml_path: str | Path, wikidata_dir: str | Path, out_dir: str
     source = xml_path.name
     rejects = Rejects(tmp / "rejects_stream.parquet", STAGE, source)
     streamer = _Streamer(tmp, rejects, max_passage_chars)
-    reader, safe = open_safe(xml_path)
-    truncated = False
-    try:
-        with reader:
-            for page in iter_pages(reader):
-                streamer.page(page)
-    except ET.ParseError as exc:
-        truncated = True
-        reason = "truncated_input" if safe.error else "xml_parse_error"
-        rejects.reject(f"after page {streamer.stats['pages']}", reason, safe.error or str(exc), "kept")
-        log.warning("%s: %s after %d pages", source, reason, streamer.stats["pages"])
+    truncated = _stream(xml_path, streamer, rejects)
     streamer.close()
     rejects.close()
     stats: dict = dict(streamer.stats, truncated=truncated)
