@@ -154,3 +154,56 @@ class GroupCursor:
             self.head = next(self.groups, None)
             return rows
         return {c: [] for c in self.columns}
+
+
+class ResilientLines:
+    """Lines of a (maybe compressed) file through dump_io.open_safe, robust to damaged inputs.
+
+    The parallel decoders are unreliable at a truncation: indexed_bzip2 raises before delivering anything,
+    rapidgzip ends silently as if the file were complete. So a compressed input is re-read with the
+    sequential standard-library decoder (`open_sequential_safe`, skipping the lines already delivered) when
+    the fast pass reported an error, when a .gz trailer's ISIZE disagrees with the bytes delivered, or when
+    the last line has no newline. A last line without its newline is dropped if the input was cut short.
+    After iteration, `error` says why the input ended early (None when it was complete).
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = require_file(path)
+        self.kind = compression_of(self.path)
+        self.error: str | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        from pipelines.dump_io import open_safe
+
+        done = delivered = 0
+        held: bytes | None = None
+        reader, safe = open_safe(self.path)
+        with reader:
+            for line in reader:
+                delivered += len(line)
+                if held is not None:
+                    done += 1
+                    yield held
+                held = line
+        suspect = self.kind != "plain" and (
+            safe.error is not None or (held is not None and not held.endswith(b"\n"))
+            or (self.kind == "gz" and self._gzip_isize() != delivered % (1 << 32)))
+        if not suspect:
+            if held is not None:
+                yield held
+            return
+        reader, safe = open_sequential_safe(self.path)
+        with reader:
+            held = None
+            for n, line in enumerate(reader):
+                if held is not None and n - 1 >= done:
+                    yield held
+                held = line
+        if held is not None and (held.endswith(b"\n") or not safe.error):
+            yield held
+        self.error = safe.error
+
+    def _gzip_isize(self) -> int:
+        with open(self.path, "rb") as handle:
+            handle.seek(max(0, self.path.stat().st_size - 4))
+            return int.from_bytes(handle.read(4), "little")

@@ -220,9 +220,11 @@ def test_follow_redirects_chains_and_cycles():
     assert dict(stuck.rows()) == {"A": "redirect_chain_too_long"}
 
 
-def test_truncated_bz2_keeps_what_was_read(tmp_path: Path, mini_wikidata: Path):
-    data = bz2.compress(bz2.decompress(XML.read_bytes()), compresslevel=1)  # 100 kB blocks: 4 of them
-    cut = tmp_path / "cut.xml.bz2"
+@pytest.mark.parametrize("kind", ["bz2", "gz"])
+def test_truncated_input_keeps_what_was_read(tmp_path: Path, mini_wikidata: Path, kind: str):
+    xml = bz2.decompress(XML.read_bytes())
+    data = bz2.compress(xml, compresslevel=1) if kind == "bz2" else gzip.compress(xml)  # bz2: 4 blocks
+    cut = tmp_path / f"cut.xml.{kind}"
     cut.write_bytes(data[: len(data) * 2 // 3])
     stats = parse_wikipedia(cut, mini_wikidata, tmp_path / "out", alias_linking=False)
     assert stats["truncated"] is True
