@@ -3,20 +3,17 @@ reject rows, grouped reading of sorted Parquet files, and the stats/_SUCCESS epi
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import io
 import json
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.dump_io import SafeReader, compression_of, require_file
+from pipelines.dump_io import READ_BUFFER, open_recovering, require_file
 
 REJECT_RAW_CHARS = 500
 
@@ -78,19 +75,6 @@ class Rejects(RowWriter):
         self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
         raw_text = None if raw is None else str(raw)[:REJECT_RAW_CHARS]
         self.add(self.stage, self.source, None if position is None else str(position), reason, raw_text, action)
-
-
-def open_sequential_safe(path: str | os.PathLike) -> tuple[BinaryIO, SafeReader]:
-    """Like dump_io.open_safe, but with the standard library's sequential bz2/gzip decoders.
-
-    The parallel decoders fail as a whole on a truncated file (indexed_bzip2 delivers no byte at all);
-    these deliver everything up to the damage. The text stages use this only to re-read a truncated input.
-    """
-    path = require_file(path)
-    kind = compression_of(path)
-    opener = bz2.open if kind == "bz2" else gzip.open if kind == "gz" else open
-    safe = SafeReader(opener(path, "rb"))
-    return io.BufferedReader(safe, 1 << 16), safe
 
 
 def prepare_out_dir(out_dir: str | os.PathLike) -> tuple[Path, Path]:
@@ -157,53 +141,23 @@ class GroupCursor:
 
 
 class ResilientLines:
-    """Lines of a (maybe compressed) file through dump_io.open_safe, robust to damaged inputs.
-
-    The parallel decoders are unreliable at a truncation: indexed_bzip2 raises before delivering anything,
-    rapidgzip ends silently as if the file were complete. So a compressed input is re-read with the
-    sequential standard-library decoder (`open_sequential_safe`, skipping the lines already delivered) when
-    the fast pass reported an error, when a .gz trailer's ISIZE disagrees with the bytes delivered, or when
-    the last line has no newline. A last line without its newline is dropped if the input was cut short.
-    After iteration, `error` says why the input ended early (None when it was complete).
-    """
+    """Lines of a (maybe compressed) file read through dump_io.open_recovering, which keeps everything before
+    a damaged or truncated part (the parallel decoders alone lose it: indexed_bzip2 raises before delivering
+    anything, rapidgzip ends silently). A last line without its newline is dropped when the input was cut
+    short. After iteration, `error` says why the input ended early (None when it was complete)."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = require_file(path)
-        self.kind = compression_of(self.path)
         self.error: str | None = None
 
     def __iter__(self) -> Iterator[bytes]:
-        from pipelines.dump_io import open_safe
-
-        done = delivered = 0
+        raw = open_recovering(self.path)
         held: bytes | None = None
-        reader, safe = open_safe(self.path)
-        with reader:
+        with io.BufferedReader(raw, READ_BUFFER) as reader:
             for line in reader:
-                delivered += len(line)
                 if held is not None:
-                    done += 1
                     yield held
                 held = line
-        suspect = self.kind != "plain" and (
-            safe.error is not None or (held is not None and not held.endswith(b"\n"))
-            or (self.kind == "gz" and self._gzip_isize() != delivered % (1 << 32)))
-        if not suspect:
-            if held is not None:
-                yield held
-            return
-        reader, safe = open_sequential_safe(self.path)
-        with reader:
-            held = None
-            for n, line in enumerate(reader):
-                if held is not None and n - 1 >= done:
-                    yield held
-                held = line
-        if held is not None and (held.endswith(b"\n") or not safe.error):
+        self.error = raw.error
+        if held is not None and (held.endswith(b"\n") or self.error is None):
             yield held
-        self.error = safe.error
-
-    def _gzip_isize(self) -> int:
-        with open(self.path, "rb") as handle:
-            handle.seek(max(0, self.path.stat().st_size - 4))
-            return int.from_bytes(handle.read(4), "little")

@@ -20,6 +20,7 @@ original id is kept in documents.docid.
 
 from __future__ import annotations
 
+import io
 import re
 import time
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from pathlib import Path
 import orjson
 import pyarrow as pa
 
-from pipelines.dump_io import open_safe, require_file
+from pipelines.dump_io import READ_BUFFER, open_recovering, require_file
 from pipelines.sentences import DEFAULT_MAX_PASSAGE_CHARS, locate, make_passages
 from pipelines.text_stage import (
     MENTIONS,
@@ -73,17 +74,16 @@ def repair_offsets(text: str, surface: str, start: int, end: int, window: int = 
 
 def iter_records(path: Path) -> Iterator[tuple[int, object]]:
     """(line or array index, parsed record or the bad bytes) for JSON lines or one JSON array."""
-    reader, _ = open_safe(path)
-    with reader:
+    with io.BufferedReader(open_recovering(path), READ_BUFFER) as reader:
         head = reader.peek(64)[:64].lstrip()
     if head.startswith(b"["):
-        reader, safe = open_safe(path)
-        with reader:
+        raw = open_recovering(path)
+        with io.BufferedReader(raw, READ_BUFFER) as reader:
             data = reader.read()
         try:
             records = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not a valid JSON array ({safe.error or exc})") from exc
+            raise ValueError(f"{path}: not a valid JSON array ({raw.error or exc})") from exc
         yield from enumerate(records if isinstance(records, list) else [records], start=1)
         return
     lines = ResilientLines(path)

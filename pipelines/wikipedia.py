@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import time
@@ -25,7 +26,7 @@ from typing import BinaryIO
 import polars as pl
 import pyarrow as pa
 
-from pipelines.dump_io import compression_of, open_safe, require_file
+from pipelines.dump_io import READ_BUFFER, open_recovering, require_file
 from pipelines.linking import AliasLinker, NerCandidates, entity_names, resolve_ner
 from pipelines.sentences import DEFAULT_MAX_PASSAGE_CHARS, locate, make_passages
 from pipelines.text_stage import (
@@ -37,7 +38,6 @@ from pipelines.text_stage import (
     RowWriter,
     finish_stage,
     iter_groups,
-    open_sequential_safe,
     prepare_out_dir,
 )
 from pipelines.wikitext import clean_wikitext, link_kind, normalize_title
@@ -278,31 +278,26 @@ def _link_extra(tmp: Path, items_path: Path, aliases_path: Path, alias_linking: 
     return files
 
 
-def _read(reader: BinaryIO, streamer: _Streamer, skip: int) -> ET.ParseError | None:
+def _read(reader: BinaryIO, streamer: _Streamer) -> ET.ParseError | None:
     try:
         with reader:
-            for n, page in enumerate(iter_pages(reader)):
-                if n >= skip:
-                    streamer.page(page)
+            for page in iter_pages(reader):
+                streamer.page(page)
     except ET.ParseError as exc:
         return exc
     return None
 
 
 def _stream(xml_path: Path, streamer: _Streamer, rejects: Rejects) -> bool:
-    """Pass 1 over the XML. On a damaged compressed input the parallel decoder stops early (indexed_bzip2
-    delivers nothing at all, rapidgzip ends silently), so the file is re-read with the sequential decoder, skipping the pages already
-    done, to keep everything before the damage. Returns whether the input was cut short."""
-    reader, safe = open_safe(xml_path)
-    error = _read(reader, streamer, 0)
-    if error is not None and compression_of(xml_path) != "plain":  # rapidgzip may end a cut .gz silently
-        reader, safe = open_sequential_safe(xml_path)
-        error = _read(reader, streamer, streamer.stats["pages"])
-    if error is None:
+    """Pass 1 over the XML, through dump_io.open_recovering so that a damaged or truncated compressed input
+    still yields every page before the damage. Returns whether the input was cut short."""
+    raw = open_recovering(xml_path)
+    error = _read(io.BufferedReader(raw, READ_BUFFER), streamer)
+    if error is None and raw.error is None:
         return False
-    reason = "truncated_input" if safe.error else "xml_parse_error"
+    reason = "truncated_input" if raw.error else "xml_parse_error"
     position = f"after page {streamer.stats['pages']}"
-    rejects.reject(position, reason, safe.error or str(error), "kept")
+    rejects.reject(position, reason, raw.error or str(error), "kept")
     log.warning("%s: %s %s", xml_path.name, reason, position)
     return True
 
