@@ -1,0 +1,184 @@
+"""Cutting a decompressed Wikidata dump into line-aligned chunks that DuckDB's NDJSON reader takes as they are.
+
+The dump layout (`[` / one entity per line followed by `,` / `]`) becomes NDJSON by editing bytes in place:
+the trailing commas and the bracket lines are overwritten with spaces (whitespace-only lines are skipped by
+the reader). Line numbers are kept, so that a row of the reader maps back to its line in the dump.
+"""
+
+from __future__ import annotations
+
+import io
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SPACE, COMMA, NEWLINE, CR, TAB = 32, 44, 10, 13, 9
+LAYOUT = (b"", b"[", b"]", b",")
+
+
+@dataclass
+class Chunk:
+    """Complete lines of the dump (edited to NDJSON), with the 1-based number of the first one."""
+
+    first_line: int
+    buf: bytearray
+    ends: np.ndarray  # offset of the newline that ends each line
+    skipped: np.ndarray  # 0-based indexes of the lines the reader skips (blank or layout)
+    path: str | None = None
+    layout_lines: int = 0
+    _rows: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def n_lines(self) -> int:
+        return len(self.ends)
+
+    @property
+    def row_lines(self) -> np.ndarray:
+        """0-based line index of each row the NDJSON reader returns, in order."""
+        if self._rows is None:
+            self._rows = np.delete(np.arange(self.n_lines), self.skipped)
+        return self._rows
+
+    def line(self, index: int) -> bytes:
+        start = int(self.ends[index - 1]) + 1 if index else 0
+        return bytes(self.buf[start : int(self.ends[index])]).rstrip()
+
+
+@dataclass
+class DamagedTail:
+    """The incomplete last line of an input that ended early (position = its line number)."""
+
+    line_number: int
+    raw: bytes
+
+
+def read_blocks(reader: io.RawIOBase, size: int) -> Iterator[tuple[bytearray, bool]]:
+    """(bytes, complete): blocks of whole lines; at the end, possibly one block without a final newline."""
+    carry = b""
+    while True:
+        buf = bytearray(len(carry) + size)
+        buf[: len(carry)] = carry
+        filled = len(carry)
+        with memoryview(buf) as view:
+            while filled < len(buf):
+                n = reader.readinto(view[filled:])
+                if not n:
+                    break
+                filled += n
+        at_end = filled < len(buf)
+        del buf[filled:]
+        cut = buf.rfind(b"\n") + 1
+        if not at_end:
+            if cut == 0:  # one line longer than a block: read on
+                carry = bytes(buf)
+                continue
+            carry = bytes(buf[cut:])
+            del buf[cut:]
+            yield buf, True
+            continue
+        if cut == len(buf):
+            if buf:
+                yield buf, True
+        else:
+            tail = bytearray(buf[cut:])
+            del buf[cut:]
+            if buf:
+                yield buf, True
+            yield tail, False
+        return
+
+
+def to_ndjson(buf: bytearray, first_line: int) -> Chunk:
+    """Blank trailing commas and layout lines in place; find line ends and the lines the reader will skip."""
+    data = np.frombuffer(buf, np.uint8)
+    ends = np.flatnonzero(data == NEWLINE)
+    starts = np.empty_like(ends)
+    if len(ends):
+        starts[0] = 0
+        starts[1:] = ends[:-1] + 1
+    last = ends - 1
+    with_cr = (last >= starts) & (data[np.maximum(last, 0)] == CR)
+    last = np.where(with_cr, last - 1, last)
+    comma = (last >= starts) & (data[np.maximum(last, 0)] == COMMA)
+    data[last[comma]] = SPACE
+    # a line can only be skipped if it is very short or starts with whitespace; check those one by one
+    first = data[starts] if len(ends) else data[:0]
+    suspects = np.flatnonzero(
+        (ends - starts <= 2) | (first == NEWLINE) | (first == SPACE) | (first == TAB) | (first == CR)
+    )
+    skipped, layout = [], 0
+    for index in suspects.tolist():
+        start, end = int(starts[index]), int(ends[index])
+        content = bytes(buf[start:end]).strip()
+        if content in LAYOUT:
+            skipped.append(index)
+            layout += content != b""
+            buf[start:end] = b" " * (end - start)
+    return Chunk(first_line, buf, ends, np.asarray(skipped, dtype=np.int64), layout_lines=layout)
+
+
+def iter_chunks(
+    reader: io.RawIOBase, size: int, damaged: Callable[[], bool]
+) -> Iterator[Chunk | DamagedTail]:
+    """Chunks of the decompressed input; `damaged()` says, once the input is read, whether it ended early."""
+    line = 1
+    for buf, complete in read_blocks(reader, size):
+        if not complete:
+            if damaged():
+                yield DamagedTail(line, bytes(buf))
+                return
+            buf += b"\n"
+        chunk = to_ndjson(buf, line)
+        line += chunk.n_lines
+        yield chunk
+
+
+class Prefetch:
+    """Runs an iterator in a background thread, `depth` items ahead (decompression overlaps parsing)."""
+
+    _END = object()
+
+    def __init__(self, items: Iterator, depth: int = 2) -> None:
+        self._queue: queue.Queue = queue.Queue(depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(items,), daemon=True)
+        self._thread.start()
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, items: Iterator) -> None:
+        try:
+            for item in items:
+                if not self._put(item):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed over to the consuming thread
+            self._put(_Failure(exc))
+        self._put(self._END)
+
+    def __iter__(self) -> Iterator:
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            if isinstance(item, _Failure):
+                raise item.exc
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+@dataclass
+class _Failure:
+    exc: BaseException

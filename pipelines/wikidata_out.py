@@ -1,0 +1,59 @@
+"""Streaming Parquet outputs of the wikidata stage (fixed schemas, one file each, written as chunks arrive)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+_S = pa.string()
+SCHEMAS = {
+    "items": pa.schema([("qid", _S), ("label", _S), ("description", _S), ("enwiki_title", _S)]),
+    "properties": pa.schema([("pid", _S), ("label", _S), ("description", _S), ("datatype", _S)]),
+    "aliases": pa.schema([("qid", _S), ("alias", _S)]),
+    "claims": pa.schema([("head_qid", _S), ("pid", _S), ("tail_qid", _S)]),
+    "rejects": pa.schema(
+        [("stage", _S), ("source", _S), ("position", pa.int64()), ("reason", _S), ("raw", _S), ("action", _S)]
+    ),
+}
+ROW_GROUP = 256_000
+
+
+class ParquetOutputs:
+    """`<name>.parquet` for each schema; tables are buffered to row groups of about ROW_GROUP rows."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.writers = {
+            name: pq.ParquetWriter(out_dir / f"{name}.parquet", schema, compression="zstd")
+            for name, schema in SCHEMAS.items()
+        }
+        self.pending: dict[str, list[pa.Table]] = {name: [] for name in SCHEMAS}
+        self.rows = dict.fromkeys(SCHEMAS, 0)
+
+    def write(self, name: str, table: pa.Table) -> None:
+        if not table.num_rows:
+            return
+        schema = SCHEMAS[name]
+        table = table.rename_columns(schema.names).cast(schema)
+        self.pending[name].append(table)
+        self.rows[name] += table.num_rows
+        if sum(t.num_rows for t in self.pending[name]) >= ROW_GROUP:
+            self._flush(name)
+
+    def write_rows(self, name: str, rows: list[tuple]) -> None:
+        if rows:
+            schema = SCHEMAS[name]
+            columns = zip(*rows, strict=True)
+            arrays = [pa.array(values, type=f.type) for values, f in zip(columns, schema, strict=True)]
+            self.write(name, pa.Table.from_arrays(arrays, schema=schema))
+
+    def _flush(self, name: str) -> None:
+        if self.pending[name]:
+            self.writers[name].write_table(pa.concat_tables(self.pending[name]), row_group_size=1 << 22)
+            self.pending[name] = []
+
+    def close(self) -> None:
+        for name, writer in self.writers.items():
+            self._flush(name)
+            writer.close()
