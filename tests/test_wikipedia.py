@@ -261,3 +261,16 @@ def test_ner_candidates(tmp_path: Path, tiny_wikidata: Path):
     assert stats["mentions_ner"] == ner.height
     assert set(ner["surface"]) <= {"Paris", "Alpha"} and set(ner["qid"]) <= {"Q4", "Q1"}
     assert "Paris" in set(ner["surface"])
+
+
+def test_link_longer_than_a_passage_is_rejected(tmp_path: Path, tiny_wikidata: Path):
+    xml = tmp_path / "long.xml"
+    long_anchor = "averyveryverylonganchorwithoutanyspaceinside"
+    xml.write_text("<mediawiki>" + _page("Gamma", f"Short [[Alpha]] one. Then [[Alpha|{long_anchor}]] ends.", 1)
+                   + "</mediawiki>")
+    stats = parse_wikipedia(xml, tiny_wikidata, tmp_path / "out", max_passage_chars=30, alias_linking=False)
+    t = _tables(tmp_path / "out")
+    assert stats["links_crossing_passage"] == 1 and stats["links_resolved"] == 1
+    assert t["rejects"].filter(pl.col("reason") == "link_crosses_passage")["action"].to_list() == ["dropped"]
+    assert t["joined"]["surface"].to_list() == ["Alpha"]
+    assert (t["passages"]["text"].str.len_chars() <= 30).all()
