@@ -209,7 +209,7 @@ def _resolve(tmp: Path, items_path: Path, out: Path, source: str, stats: dict) -
     stats["redirect_cycles"] = int((stuck["reason"] == "redirect_cycle").sum())
     stats["redirect_chains_too_long"] = int((stuck["reason"] == "redirect_chain_too_long").sum())
     links = pl.scan_parquet(tmp / "links.parquet").join(index.lazy(), left_on="target", right_on="title",
-                                                         how="left")
+                                                         how="left", maintain_order="left")
     links.filter(pl.col("qid").is_not_null()).select(
         "seq", "page_id", "idx", "qid", "char_start", "char_end", pl.lit("anchor").alias("source"),
         "via_redirect").sink_parquet(tmp / "anchors.parquet")
@@ -227,7 +227,8 @@ def _resolve(tmp: Path, items_path: Path, out: Path, source: str, stats: dict) -
     stats["links_resolved"], stats["links_via_redirect"] = int(counts[0]), int(counts[1] or 0)
     stats["links_unresolved"] = int(pl.scan_parquet(tmp / "rejects_resolve.parquet")
                                     .filter(pl.col("reason") == "unresolved_link").select(pl.len()).collect().item())
-    docs = pl.scan_parquet(tmp / "docs.parquet").join(index.lazy().select("title", "qid"), on="title", how="left")
+    docs = pl.scan_parquet(tmp / "docs.parquet").join(index.lazy().select("title", "qid"), on="title", how="left",
+                                                      maintain_order="left")
     docs.sort("seq").sink_parquet(tmp / "docs_resolved.parquet")
     return index
 
