@@ -127,7 +127,10 @@ def file_checksum(path: str | os.PathLike, chunk: int = 8 << 20) -> str:
 
 
 def _bz2_shifted(handle: BinaryIO, bit_offset: int, chunk: int = 1 << 20) -> Iterator[bytes]:
-    """The bytes of a bz2 file from `bit_offset` on, shifted to start on a byte boundary (bz2 blocks are not)."""
+    """The bytes of a bz2 file from `bit_offset` on, shifted to start on a byte boundary (bz2 blocks are not).
+
+    The last byte holds `shift` made-up zero bits; it comes alone, so that a caller can tell it apart.
+    """
     import numpy as np
 
     byte, shift = divmod(bit_offset, 8)
@@ -137,9 +140,14 @@ def _bz2_shifted(handle: BinaryIO, bit_offset: int, chunk: int = 1 << 20) -> Ite
         following = handle.read(chunk)
         if shift == 0:
             yield data
-        else:  # at the end, the last byte would hold `shift` made-up bits: leave that partial byte out
-            window = np.frombuffer(data + following[:1], np.uint8).astype(np.uint16)
-            yield (((window[:-1] << shift) | (window[1:] >> (8 - shift))) & 0xFF).astype(np.uint8).tobytes()
+        else:
+            window = np.frombuffer(data + (following[:1] or b"\0"), np.uint8).astype(np.uint16)
+            shifted = (((window[:-1] << shift) | (window[1:] >> (8 - shift))) & 0xFF).astype(np.uint8).tobytes()
+            if following:
+                yield shifted
+            else:
+                yield shifted[:-1]
+                yield shifted[-1:]
         data = following
 
 
@@ -174,13 +182,17 @@ def sequential_tail(path: str | os.PathLike, skip: int, block: tuple[int, int] |
         decoder = fresh()
         in_stream = False
         # small pieces: a decoder that meets damage raises and loses what it decoded within that call
-        pieces = (buf[i : i + 8192] for buf in chunks for i in range(0, len(buf), 8192))
-        for data in pieces:
+        pieces = (buf[i : i + 8192] for buf in chunks for i in range(0, len(buf), 8192) if buf)
+        data = next(pieces, b"")
+        while data:
+            following = next(pieces, b"")
             while data:
                 in_stream = True
                 try:
                     out = decoder.decompress(data)
                 except (OSError, EOFError, ValueError, zlib.error) as exc:
+                    if shifted and not following:  # the made-up bits of the last byte: the file just ends here
+                        raise TruncatedInput(f"{kind} input ends before its end-of-stream marker") from exc
                     raise TruncatedInput(f"corrupt {kind} data: {exc}") from exc
                 if skip > 0:
                     cut = min(skip, len(out))
@@ -194,6 +206,7 @@ def sequential_tail(path: str | os.PathLike, skip: int, block: tuple[int, int] |
                     return
                 data = decoder.unused_data.lstrip(b"\0") if kind == "gz" else decoder.unused_data
                 decoder = fresh()
+            data = following
         if in_stream:
             raise TruncatedInput(f"{kind} input ends before its end-of-stream marker (truncated file)")
 
@@ -254,14 +267,13 @@ class RecoveringReader(io.RawIOBase):
             return 0
         if self._tail is None:
             try:
-                data = self.inner.read(len(buffer))
+                n = self.inner.readinto(buffer)  # type: ignore[attr-defined]
             except (RuntimeError, EOFError, OSError, ValueError):
                 self._start_tail()
             else:
-                if data:
-                    buffer[: len(data)] = data
-                    self.position += len(data)
-                    return len(data)
+                if n:
+                    self.position += n
+                    return n
                 if self.kind != "gz" or self._gzip_complete():
                     self._done = True
                     return 0
