@@ -94,7 +94,7 @@ def _written(chunks: Iterator[Chunk | DamagedTail], scratch: Path) -> Iterator[C
         if isinstance(chunk, Chunk):
             chunk.path = str(scratch / f"chunk-{number:06d}.ndjson")
             with open(chunk.path, "wb") as handle:
-                handle.write(chunk.buf)
+                handle.write(memoryview(chunk.buf))
         yield chunk
 
 

@@ -24,7 +24,7 @@ class Chunk:
     """Complete lines of the dump (edited to NDJSON), with the 1-based number of the first one."""
 
     first_line: int
-    buf: bytearray
+    buf: np.ndarray  # uint8, ends with a newline
     ends: np.ndarray  # offset of the newline that ends each line
     skipped: np.ndarray  # 0-based indexes of the lines the reader skips (blank or layout)
     path: str | None = None
@@ -44,7 +44,7 @@ class Chunk:
 
     def line(self, index: int) -> bytes:
         start = int(self.ends[index - 1]) + 1 if index else 0
-        return bytes(self.buf[start : int(self.ends[index])]).rstrip()
+        return self.buf[start : int(self.ends[index])].tobytes().rstrip()
 
 
 @dataclass
@@ -55,12 +55,12 @@ class DamagedTail:
     raw: bytes
 
 
-def read_blocks(reader: io.RawIOBase, size: int) -> Iterator[tuple[bytearray, bool]]:
-    """(bytes, complete): blocks of whole lines; at the end, possibly one block without a final newline."""
+def read_blocks(reader: io.RawIOBase, size: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """(bytes, newline offsets): blocks of whole lines; at the end maybe one without a newline (offsets None)."""
     carry = b""
     while True:
-        buf = bytearray(len(carry) + size)
-        buf[: len(carry)] = carry
+        buf = np.empty(len(carry) + size, np.uint8)  # not zero-filled: readinto writes it
+        buf[: len(carry)] = np.frombuffer(carry, np.uint8)
         filled = len(carry)
         with memoryview(buf) as view:
             while filled < len(buf):
@@ -69,54 +69,43 @@ def read_blocks(reader: io.RawIOBase, size: int) -> Iterator[tuple[bytearray, bo
                     break
                 filled += n
         at_end = filled < len(buf)
-        del buf[filled:]
-        cut = buf.rfind(b"\n") + 1
-        if not at_end:
-            if cut == 0:  # one line longer than a block: read on
-                carry = bytes(buf)
-                continue
-            carry = bytes(buf[cut:])
-            del buf[cut:]
-            yield buf, True
+        ends = np.flatnonzero(buf[:filled] == NEWLINE)
+        cut = int(ends[-1]) + 1 if len(ends) else 0
+        if not at_end and cut == 0:  # one line longer than a block: read on
+            carry = buf[:filled].tobytes()
             continue
-        if cut == len(buf):
-            if buf:
-                yield buf, True
-        else:
-            tail = bytearray(buf[cut:])
-            del buf[cut:]
-            if buf:
-                yield buf, True
-            yield tail, False
-        return
+        carry = buf[cut:filled].tobytes()
+        if cut:
+            yield buf[:cut], ends
+        if at_end:
+            if carry:
+                yield np.frombuffer(bytearray(carry), np.uint8), None
+            return
 
 
-def to_ndjson(buf: bytearray, first_line: int) -> Chunk:
-    """Blank trailing commas and layout lines in place; find line ends and the lines the reader will skip."""
-    data = np.frombuffer(buf, np.uint8)
-    ends = np.flatnonzero(data == NEWLINE)
+def to_ndjson(buf: np.ndarray, ends: np.ndarray, first_line: int) -> Chunk:
+    """Blank trailing commas and layout lines in place; find the lines the reader will skip."""
     starts = np.empty_like(ends)
-    if len(ends):
-        starts[0] = 0
-        starts[1:] = ends[:-1] + 1
+    starts[0] = 0
+    starts[1:] = ends[:-1] + 1
     last = ends - 1
-    with_cr = (last >= starts) & (data[np.maximum(last, 0)] == CR)
+    with_cr = (last >= starts) & (buf[np.maximum(last, 0)] == CR)
     last = np.where(with_cr, last - 1, last)
-    comma = (last >= starts) & (data[np.maximum(last, 0)] == COMMA)
-    data[last[comma]] = SPACE
+    comma = (last >= starts) & (buf[np.maximum(last, 0)] == COMMA)
+    buf[last[comma]] = SPACE
     # a line can only be skipped if it is very short or starts with whitespace; check those one by one
-    first = data[starts] if len(ends) else data[:0]
+    first = buf[starts]
     suspects = np.flatnonzero(
         (ends - starts <= 2) | (first == NEWLINE) | (first == SPACE) | (first == TAB) | (first == CR)
     )
     skipped, layout = [], 0
     for index in suspects.tolist():
         start, end = int(starts[index]), int(ends[index])
-        content = bytes(buf[start:end]).strip()
+        content = buf[start:end].tobytes().strip()
         if content in LAYOUT:
             skipped.append(index)
             layout += content != b""
-            buf[start:end] = b" " * (end - start)
+            buf[start:end] = SPACE
     return Chunk(first_line, buf, ends, np.asarray(skipped, dtype=np.int64), layout_lines=layout)
 
 
@@ -125,13 +114,14 @@ def iter_chunks(
 ) -> Iterator[Chunk | DamagedTail]:
     """Chunks of the decompressed input; `damaged()` says, once the input is read, whether it ended early."""
     line = 1
-    for buf, complete in read_blocks(reader, size):
-        if not complete:
+    for buf, ends in read_blocks(reader, size):
+        if ends is None:
             if damaged():
-                yield DamagedTail(line, bytes(buf))
+                yield DamagedTail(line, buf.tobytes())
                 return
-            buf += b"\n"
-        chunk = to_ndjson(buf, line)
+            buf = np.append(buf, np.uint8(NEWLINE))
+            ends = np.asarray([len(buf) - 1])
+        chunk = to_ndjson(buf, ends, line)
         line += chunk.n_lines
         yield chunk
 
