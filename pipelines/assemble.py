@@ -221,7 +221,7 @@ def _load_text(con: duckdb.DuckDBPyConnection, text_dirs: list[tuple[str, Path]]
         stats[table] = _count(con, f"SELECT count(*) FROM {table}")
 
 
-def _load_descriptions(con: duckdb.DuckDBPyConnection, text_dirs: list, stats: dict) -> None:
+def _load_descriptions(con: duckdb.DuckDBPyConnection, text_dirs: list[tuple[str, Path]], stats: dict) -> None:
     con.execute("""
         CREATE OR REPLACE TEMP TABLE leads AS
         SELECT i.entity_id, arg_min(p.text, p.doc_id) AS lead
@@ -229,10 +229,18 @@ def _load_descriptions(con: duckdb.DuckDBPyConnection, text_dirs: list, stats: d
         WHERE p.idx = 0 AND length(trim(p.text)) > 0
         GROUP BY i.entity_id""")
     con.execute(f"CREATE OR REPLACE TEMP TABLE described AS {choose_descriptions_sql('items', 'leads')}")
-    con.execute("""
+    # names to find in a description: label, aliases, the article title and the redirect titles pointing to
+    # it (the bold name of a Wikipedia lead is often a redirect: 'Louis IX of Hesse-Darmstadt' for Q213610)
+    redirects = [folder / "redirects.parquet" for _, folder in text_dirs if _exists(folder / "redirects.parquet")]
+    redirect_names = "".join(
+        f" UNION SELECT i.entity_id, r.title FROM {_parquet(path)} r JOIN items i ON i.enwiki_title = r.target"
+        for path in redirects)
+    con.execute(f"""
         CREATE OR REPLACE TEMP TABLE entity_names AS
         SELECT entity_id, label AS name FROM items WHERE label IS NOT NULL
-        UNION SELECT entity_id, alias FROM aliases""")
+        UNION SELECT entity_id, alias FROM aliases
+        UNION SELECT entity_id, enwiki_title FROM items WHERE enwiki_title IS NOT NULL
+        {redirect_names}""")
     create_mention_spans(con, "described", "entity_names")
     for source in ("wikipedia", "wikidata", "label"):
         stats[f"desc_source_{source}"] = _count(
