@@ -52,7 +52,7 @@ def make_optimizer(model: JAKETModel, cfg: TrainConfig) -> torch.optim.AdamW:
             lr = cfg.km_lr if is_new else cfg.lr
             param_groups.append({"params": params, "lr": lr, "base_lr": lr,
                                  "weight_decay": cfg.weight_decay if decay else 0.0})
-    return torch.optim.AdamW(param_groups)
+    return torch.optim.AdamW(param_groups, foreach=True)
 
 
 def _descriptions(store: object, tokenizer: object, mcfg: JAKETConfig) -> tuple:
