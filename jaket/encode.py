@@ -21,7 +21,7 @@ import torch
 from jaket.memory import EntityMemory, RefreshSchedule, pool_mentions
 from jaket.model import JAKETConfig, JAKETModel, merge_mentions
 from jaket.sampling import GraphTensors, build_text_batch
-from jaket.tokens import cached_tokenize, relation_rows
+from jaket.tokens import cache_dir, cached_tokenize, relation_rows
 
 
 @dataclass
@@ -99,8 +99,9 @@ class JAKETEncoder:
         max_len = self.config.desc_max_len
         ent = cached_tokenize(store.path, "entity", self.tokenizer, store.entity_descriptions(), max_len)
         rel = cached_tokenize(store.path, "relation", self.tokenizer, relation_rows(store), max_len)
-        return EntityMemory.build(self.model.lm, ent, rel, int(self.tokenizer.pad_token_id), RefreshSchedule(),
-                                  batch_tokens, progress=progress)
+        return EntityMemory.build_cached(cache_dir(store.path), self.model.lm, ent, rel,
+                                         int(self.tokenizer.pad_token_id), RefreshSchedule(), batch_tokens,
+                                         progress=progress)
 
     @torch.inference_mode()
     def encode_entities(self, kg: AttachedKG, use_km: bool = True) -> torch.Tensor:

@@ -90,6 +90,23 @@ def encode_descriptions(lm: torch.nn.Module, tokens: TokenizedTexts, index: torc
     return out.clone()  # leave inference mode: an ordinary tensor
 
 
+def _fingerprint(tensors: list[torch.Tensor]) -> str:
+    import hashlib
+
+    h = hashlib.sha1()
+    for t in tensors:
+        h.update(str((t.dtype, tuple(t.shape))).encode())
+        h.update(t.detach().contiguous().cpu().view(torch.uint8).reshape(-1).numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
+def memory_cache_key(lm: torch.nn.Module, entity_tokens: TokenizedTexts, relation_tokens: TokenizedTexts) -> str:
+    """Identifies a memory build: the LM1 weights (embeddings + first k layers) and the tokenized texts."""
+    lm1 = [p for p in lm.embeddings.parameters()] + [p for p in lm.lm1.parameters()]
+    toks = [*entity_tokens.to_tensors().values(), *relation_tokens.to_tensors().values()]
+    return f"{_fingerprint(lm1)}-{_fingerprint(toks)}"
+
+
 class EntityMemory:
     """E^context [N, F] and the relation description encodings [P, F], with the refresh state."""
 
@@ -112,6 +129,32 @@ class EntityMemory:
                                   progress=False)
         lm.train(was_training)
         return cls(ent, rel, schedule)
+
+    @classmethod
+    def build_cached(cls, cache_dir: str | os.PathLike | None, lm: torch.nn.Module,
+                     entity_tokens: TokenizedTexts, relation_tokens: TokenizedTexts, pad_id: int,
+                     schedule: RefreshSchedule | None = None, batch_tokens: int = 8192,
+                     progress: bool = True) -> EntityMemory:
+        """`build`, reusing CACHE_DIR/memory-<key>.safetensors when the same LM1 weights already encoded the
+        same tokenized descriptions (repeated runs, baselines over seeds). The cache holds no training state."""
+        if cache_dir is None:
+            return cls.build(lm, entity_tokens, relation_tokens, pad_id, schedule, batch_tokens, progress)
+        path = Path(cache_dir) / f"memory-{memory_cache_key(lm, entity_tokens, relation_tokens)}.safetensors"
+        if path.exists():
+            try:
+                cached = cls.load(path, next(lm.parameters()).device)
+                return cls(cached.entity, cached.relation, schedule)
+            except Exception:  # noqa: BLE001 - a broken cache file is rebuilt
+                pass
+        memory = cls.build(lm, entity_tokens, relation_tokens, pad_id, schedule, batch_tokens, progress)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}")
+            memory.save(tmp)
+            os.replace(tmp, path)
+        except OSError:
+            pass
+        return memory
 
     @property
     def next_refresh(self) -> int:

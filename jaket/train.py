@@ -73,6 +73,7 @@ def train(kg: str | os.PathLike, out: str | os.PathLike, tcfg: TrainConfig | Non
           progress: bool = True, quiet: bool = False) -> Path:
     """Pretrain (or resume when `resume`, reading out/config.json). Returns the run directory."""
     from jaket.lm import checkpoint_has_mlm_head, load_tokenizer, resolve_lm
+    from jaket.tokens import cache_dir
     from kg_store.store import KGStore
 
     out = Path(out)
@@ -107,8 +108,9 @@ def train(kg: str | os.PathLike, out: str | os.PathLike, tcfg: TrainConfig | Non
         ent_tokens, rel_tokens = _descriptions(store, tokenizer, mcfg)
         _say(f"memory: encoding {len(ent_tokens)} entity descriptions with LM1 ...", quiet)
         tb = time.perf_counter()
-        memory = EntityMemory.build(model.lm, ent_tokens, rel_tokens, int(tokenizer.pad_token_id), tcfg.refresh,
-                                    tcfg.batch_tokens, progress=progress)
+        memory = EntityMemory.build_cached(cache_dir(store.path), model.lm, ent_tokens, rel_tokens,
+                                           int(tokenizer.pad_token_id), tcfg.refresh, tcfg.batch_tokens,
+                                           progress=progress)
         memory.entity, memory.relation = memory.entity.to(device), memory.relation.to(device)
         mcfg.extra["memory_build_s"] = round(time.perf_counter() - tb, 3)
         if mcfg.num_relations:

@@ -107,3 +107,21 @@ def test_memory_save_load_roundtrip(tmp_path):
     assert torch.equal(back.entity, mem.entity) and torch.equal(back.relation, mem.relation)
     assert (back.refreshes, back.last_refresh, back.schedule.init) == (5, 123, 7)
     assert back.next_refresh == mem.next_refresh
+
+
+def test_memory_build_cache_is_keyed_by_lm1_weights(tiny_bert, tiny_store, tmp_path):
+    from kg_store.store import KGStore
+
+    tok = load_tokenizer(tiny_bert)
+    lm = LanguageModule.from_pretrained(tiny_bert).eval()
+    with KGStore(tiny_store) as store:
+        ent = cached_tokenize(store.path, "entity", tok, store.entity_descriptions(), 32)
+    rel = tokenize_descriptions(tok, [(0, "capital of, a city", 0, 10)], 32)
+    a = EntityMemory.build_cached(tmp_path, lm, ent, rel, tok.pad_token_id, progress=False)
+    assert len(list(tmp_path.glob("memory-*.safetensors"))) == 1
+    b = EntityMemory.build_cached(tmp_path, lm, ent, rel, tok.pad_token_id, progress=False)
+    assert torch.equal(a.entity, b.entity) and b.refreshes == 0
+    with torch.no_grad():
+        lm.lm1[0].output.dense.weight.add_(0.1)            # a trained LM1 is another build
+    c = EntityMemory.build_cached(tmp_path, lm, ent, rel, tok.pad_token_id, progress=False)
+    assert len(list(tmp_path.glob("memory-*.safetensors"))) == 2 and not torch.allclose(a.entity, c.entity)
