@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import shutil
 import tempfile
 import time
@@ -44,7 +45,7 @@ def parse_wikidata(
 
     Writes items/properties/aliases/claims/rejects.parquet and stats.json (not `_SUCCESS`); returns the stats.
     """
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), _cpu_seconds()
     path = require_file(dump_path)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -76,8 +77,14 @@ def parse_wikidata(
         run.outputs.close()
         shutil.rmtree(scratch, ignore_errors=True)
     stats = run.stats(compression_of(path), threads, reader, time.perf_counter() - started)
+    stats["cpu_seconds"] = round(_cpu_seconds() - cpu_started, 3)  # all threads of this process
     (out / "stats.json").write_text(json.dumps(stats, indent=1, sort_keys=True) + "\n")
     return stats
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _scratch_root(out: Path) -> str:
