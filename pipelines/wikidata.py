@@ -51,11 +51,15 @@ def parse_wikidata(
     out.mkdir(parents=True, exist_ok=True)
     threads = max(1, threads or os.cpu_count() or 1)
     scratch = Path(tempfile.mkdtemp(prefix="wikidata-", dir=_scratch_root(out)))
-    reader = open_recovering(path, threads)
+    # compressed input: decompression and parsing share the cores (2 cores: one each, as a pipeline)
+    compressed = compression_of(path) != "plain"
+    decompress_threads = max(1, threads // 2) if compressed else 1
+    parse_threads = max(1, threads - decompress_threads) if compressed else threads
+    reader = open_recovering(path, decompress_threads)
     run = _Run(path.name, ParquetOutputs(out))
     con = duckdb.connect(
         config={
-            "threads": threads,
+            "threads": parse_threads,
             "preserve_insertion_order": True,
             "temp_directory": str(scratch / "spill"),
         }
@@ -78,6 +82,10 @@ def parse_wikidata(
         shutil.rmtree(scratch, ignore_errors=True)
     stats = run.stats(compression_of(path), threads, reader, time.perf_counter() - started)
     stats["cpu_seconds"] = round(_cpu_seconds() - cpu_started, 3)  # all threads of this process
+    stats["parse_threads"], stats["decompress_threads"] = (
+        parse_threads,
+        decompress_threads if compressed else 0,
+    )
     (out / "stats.json").write_text(json.dumps(stats, indent=1, sort_keys=True) + "\n")
     return stats
 
