@@ -133,13 +133,13 @@ def naive_loop(path: Path, limit: int) -> int:
             if len(line) <= 1:
                 continue
             entity = json.loads(line)
-            en = lambda key: (entity.get(key) or {}).get("en", {})  # noqa: E731
+            labels, descriptions = entity.get("labels") or {}, entity.get("descriptions") or {}
             row = {
                 "qid": entity["id"],
-                "label": en("labels").get("value"),
-                "description": en("descriptions").get("value"),
+                "label": labels.get("en", {}).get("value"),
+                "description": descriptions.get("en", {}).get("value"),
+                "enwiki_title": ((entity.get("sitelinks") or {}).get("enwiki") or {}).get("title"),
             }
-            row["enwiki_title"] = ((entity.get("sitelinks") or {}).get("enwiki") or {}).get("title")
             con.execute("INSERT INTO items VALUES (?, ?, ?, ?)", list(row.values()))
             aliases = [(entity["id"], a["value"]) for a in (entity.get("aliases") or {}).get("en", [])]
             if aliases:
@@ -205,7 +205,7 @@ def main() -> None:
     )
     parser.add_argument("--entities", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=1, help="best of N for each timing")
-    parser.add_argument("--naive-subset", type=int, default=10_000)
+    parser.add_argument("--naive-subset", type=int, default=1_000)
     parser.add_argument("--skip-rss", action="store_true")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "jaket-bench-ingest")
     args = parser.parse_args()

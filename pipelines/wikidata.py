@@ -28,8 +28,10 @@ from pipelines.wikidata_out import ParquetOutputs
 from pipelines.wikidata_python import Entity, classify, extract
 
 STAGE = "wikidata"
-CHUNK_BYTES = 32 << 20
-MAX_OBJECT_BYTES = 64 << 20
+# DuckDB's NDJSON reader hands out 16 MiB buffers of a file to its threads (longer lines still parse): a chunk
+# of 16 MiB per parsing thread keeps them all busy; a larger maximum_object_size would mean fewer buffers.
+BYTES_PER_THREAD = 16 << 20
+MAX_OBJECT_BYTES = 16 << 20
 RAW_CHARS = 500
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ def parse_wikidata(
     out_dir: str | os.PathLike,
     *,
     threads: int | None = None,
-    chunk_bytes: int = CHUNK_BYTES,
+    chunk_bytes: int | None = None,
 ) -> dict:
     """Parse a Wikidata JSON dump (plain/.gz/.bz2; array layout or one entity per line) into `out_dir`.
 
@@ -64,6 +66,7 @@ def parse_wikidata(
             "temp_directory": str(scratch / "spill"),
         }
     )
+    chunk_bytes = chunk_bytes or BYTES_PER_THREAD * parse_threads
     chunks = Prefetch(_written(iter_chunks(reader, chunk_bytes, lambda: reader.error is not None), scratch))
     try:
         for chunk in chunks:
