@@ -274,6 +274,9 @@ def build_eval_kg(name: str, data: str | Path, work: str | Path = "kg_store/eval
     from flows.import_tsv import build_from_tsv
 
     data, work = Path(data), Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    if not (work / ".gitignore").exists():      # generated stores, TSVs and caches stay out of git
+        (work / ".gitignore").write_text("*\n")
     key = cache_key(name, data, seed)
     out = work / f"{name}-{key}.duckdb"
     if out.exists():

@@ -36,7 +36,7 @@ DEFAULT_DATA = os.environ.get("JAKET_EVAL_DATA", "../shared/data")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--episodes", default=1000, show_default=True, help="FewRel test episodes per fold (2 folds)")
 @click.option("--adapt-steps", default=300, show_default=True, help="FewRel adapter training episodes")
-@click.option("--train-questions", default=3000, show_default=True, help="MetaQA dev questions for training")
+@click.option("--train-questions", default=2000, show_default=True, help="MetaQA dev questions for training")
 @click.option("--test-questions", default=1000, show_default=True, help="MetaQA test questions per setting")
 @click.option("--threads", default=None, type=int, help="torch threads (default: torch's choice)")
 @click.pass_context

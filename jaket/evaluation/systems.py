@@ -137,7 +137,7 @@ class EvalSystem:
     @staticmethod
     def store_key(store: object) -> str:
         st = Path(store.path).stat()
-        return hashlib.sha1(f"{Path(store.path).resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
+        return hashlib.sha1(f"{Path(store.path).name}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
 
     def _memory_km(self, store: object) -> tuple[torch.Tensor, torch.Tensor]:
         kg = self.encoder.attach(store)

@@ -76,8 +76,8 @@ def _encode_questions(system: EvalSystem, qs: list[metaqa.Question], sel: np.nda
 
 
 def run_metaqa(system: EvalSystem, data: Path, work: Path, hops: tuple[int, ...] = (1, 2),
-               train_questions: int = 3000, val_questions: int = 500, test_questions: int = 1000,
-               seed: int = 0, epochs: int = 15) -> dict:
+               train_questions: int = 2000, val_questions: int = 500, test_questions: int = 1000,
+               seed: int = 0, epochs: int = 10) -> dict:
     root = data / "eval" / "metaqa"
     out: dict = {"train_questions": train_questions, "val_questions": val_questions,
                  "test_questions": test_questions, "settings": {}}
