@@ -20,7 +20,7 @@ import torch
 
 from jaket.memory import EntityMemory, RefreshSchedule, pool_mentions
 from jaket.model import JAKETConfig, JAKETModel, merge_mentions
-from jaket.sampling import GraphTensors, build_text_batch
+from jaket.sampling import GraphTensors, build_text_batch, expand_ranges
 from jaket.tokens import cache_dir, cached_tokenize, relation_rows
 
 
@@ -115,7 +115,7 @@ class JAKETEncoder:
             try:
                 km.relation = torch.nn.Parameter(kg.relations.to(self.device), requires_grad=False)
                 g = kg.graph
-                targets = torch.repeat_interleave(torch.arange(g.num_nodes), g.indptr[1:] - g.indptr[:-1])
+                targets, _ = expand_ranges(g.indptr[1:] - g.indptr[:-1])
                 edge_index = torch.stack([g.neighbors, targets]).to(self.device)
                 edge_type = g.edge_type(torch.arange(len(g.neighbors))).to(self.device)
                 kg._e_km = km(e0, edge_index, edge_type)

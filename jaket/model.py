@@ -18,6 +18,7 @@ from transformers.utils import ModelOutput
 from jaket.knowledge import KnowledgeModule
 from jaket.lm import LanguageModule
 from jaket.losses import PretrainingHeads
+from jaket.sampling import expand_ranges
 
 
 @dataclass
@@ -57,10 +58,7 @@ def merge_mentions(z: torch.Tensor, spans: torch.Tensor, entity_emb: torch.Tenso
     entity_emb [M, F]); every other position keeps Z_k."""
     if len(spans) == 0:
         return z
-    length = spans[:, 2] - spans[:, 1] + 1
-    which = torch.repeat_interleave(torch.arange(len(spans), device=z.device), length)
-    within = torch.arange(int(length.sum()), device=z.device) - torch.repeat_interleave(
-        torch.cumsum(length, 0) - length, length)
+    which, within = expand_ranges(spans[:, 2] - spans[:, 1] + 1)
     rows, cols = spans[which, 0], spans[which, 1] + within
     add = torch.zeros_like(z).index_put((rows, cols), entity_emb[which], accumulate=True)
     return z + add
