@@ -218,10 +218,11 @@ def inputs_of(name: str, data: Path) -> list[Path]:
     if name in ("metaqa", "metaqa-half"):
         return [m / "entity2text.txt", m / "kb_reconstructed_from_keallm_ids.txt.gz"]
     if name == "codex-m":
+        optional = [c / "relations" / "en" / "relations.json", lab / "wiki27k" / "relation2label.json",
+                    data / "eval" / "fewrel" / "pid2name.json"]
         return [c / "triples" / "codex-m" / f"{s}.txt" for s in ("train", "valid", "test")] + [
-            c / "types" / "entity2types.json", c / "relations" / "en" / "relations.json",
-            lab / "qid_label_description.tsv.gz", lab / "wiki27k" / "relation2label.json",
-            data / "eval" / "fewrel" / "pid2name.json"]
+            c / "types" / "entity2types.json", lab / "qid_label_description.tsv.gz"] + [
+            f for f in optional if f.exists()]
     if name == "fewrel":
         files = [data / "eval" / "fewrel" / "val_wiki.json", data / "eval" / "fewrel" / "pid2name.json",
                  lab / "qid_label_description.tsv.gz", c / "relations" / "en" / "relations.json",

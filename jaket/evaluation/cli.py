@@ -38,11 +38,12 @@ DEFAULT_DATA = os.environ.get("JAKET_EVAL_DATA", "../shared/data")
 @click.option("--adapt-steps", default=300, show_default=True, help="FewRel adapter training episodes")
 @click.option("--train-questions", default=2000, show_default=True, help="MetaQA dev questions for training")
 @click.option("--test-questions", default=1000, show_default=True, help="MetaQA test questions per setting")
+@click.option("--epochs", default=10, show_default=True, help="MetaQA scorer training epochs")
 @click.option("--threads", default=None, type=int, help="torch threads (default: torch's choice)")
 @click.pass_context
 def main(ctx: click.Context, task: str | None, checkpoint: str, system: str | None, out: str | None, data: str,
          work: str, lm: str, seed: int, episodes: int, adapt_steps: int, train_questions: int,
-         test_questions: int, threads: int | None) -> None:
+         test_questions: int, epochs: int, threads: int | None) -> None:
     """Evaluate one system on one task (or use a subcommand)."""
     if ctx.invoked_subcommand is not None:
         return
@@ -68,7 +69,7 @@ def main(ctx: click.Context, task: str | None, checkpoint: str, system: str | No
         result = tasks.run_fewrel(sys_, data_p, work_p, episodes=episodes, seed=seed, adapt_steps=adapt_steps)
     elif task == "metaqa":
         result = tasks.run_metaqa(sys_, data_p, work_p, train_questions=train_questions,
-                                  test_questions=test_questions, seed=seed)
+                                  test_questions=test_questions, seed=seed, epochs=epochs)
     else:
         result = tasks.run_entity_cls(sys_, data_p, work_p, seed=seed)
     result = {"task": task, "system": system, "checkpoint": checkpoint, "seed": seed, **result,
