@@ -95,17 +95,23 @@ def prototype_predict(support: torch.Tensor, query: torch.Tensor, metric: str = 
 
 
 def run_episodes(features: torch.Tensor, labels: np.ndarray, relations: list[int], n: int, k: int, q: int,
-                 episodes: int, seed: int, metric: str = "cosine") -> np.ndarray:
-    """Per-episode accuracy of prototypical classification over `episodes` episodes."""
+                 episodes: int, seed: int, metric: str = "cosine", chunk: int = 250) -> np.ndarray:
+    """Per-episode accuracy of prototypical classification over `episodes` episodes (computed in chunks)."""
     rng = np.random.default_rng(seed)
     by_relation = {r: np.flatnonzero(labels == r) for r in relations}
+    drawn = [sample_episode(rng, by_relation, relations, n, k, q) for _ in range(episodes)]
+    gold = torch.arange(n).repeat_interleave(q)
     acc = np.zeros(episodes)
-    for e in range(episodes):
-        _, sup, qry = sample_episode(rng, by_relation, relations, n, k, q)
-        pred = prototype_predict(features[torch.from_numpy(sup)], features[torch.from_numpy(qry.reshape(-1))],
-                                 metric)
-        gold = torch.arange(n).repeat_interleave(q)
-        acc[e] = float((pred == gold).float().mean())
+    for lo in range(0, episodes, chunk):
+        part = drawn[lo:lo + chunk]
+        sup = features[torch.from_numpy(np.stack([d[1] for d in part]))]                 # [E, N, K, D]
+        qry = features[torch.from_numpy(np.stack([d[2].reshape(-1) for d in part]))]     # [E, N*Q, D]
+        protos = sup.mean(2)
+        if metric == "cosine":
+            scores = F.normalize(qry, dim=-1) @ F.normalize(protos, dim=-1).transpose(1, 2)
+        else:
+            scores = -torch.cdist(qry, protos)
+        acc[lo:lo + len(part)] = (scores.argmax(-1) == gold).float().mean(1).numpy()
     return acc
 
 
