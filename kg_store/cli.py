@@ -70,18 +70,32 @@ def format_rows(columns: list[str], rows: list[tuple], fmt: str) -> str:
 @click.option("--kg", "kg_path", default=DEFAULT_KG, show_default=True, help="the store (opened read-only)")
 @click.option("--file", "sql_file", type=click.Path(exists=True, dir_okay=False), help="read the query from a file")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
-def sql(query: str | None, kg_path: str, sql_file: str | None, fmt: str) -> None:
-    """Run a SQL query over the store through a READ-ONLY connection."""
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="set a query variable, read in SQL with getvariable('NAME') (repeatable)")
+def sql(query: str | None, kg_path: str, sql_file: str | None, fmt: str, params: tuple[str, ...]) -> None:
+    """Run a SQL query over the store through a READ-ONLY connection.
+
+    Ready queries live in kg_store/queries/*.sql: `jaket kg sql --file kg_store/queries/entity_mentions.sql
+    --param qid=Q183`.
+    """
     if sql_file:
         query = Path(sql_file).read_text()
     if not query:
         fail("give a query or --file")
+    variables = {}
+    for item in params:
+        name, sep, value = item.partition("=")
+        if not sep or not name.isidentifier():
+            fail(f"--param wants NAME=VALUE, got {item!r}")
+        variables[name] = value
     try:
         con = store.connect(kg_path, read_only=True)
     except store.StoreError as exc:
         fail(str(exc))
         return
     try:
+        for name, value in variables.items():
+            con.execute(f"SET VARIABLE {name} = ?", [value])
         cur = con.execute(query)
         columns = [d[0] for d in cur.description] if cur.description else []
         rows = cur.fetchall() if columns else []

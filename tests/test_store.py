@@ -205,3 +205,21 @@ def test_lock_file_is_removed(tiny_store: Path):
         assert tiny_store.with_name(tiny_store.name + ".lock").exists()
         time.sleep(0.01)
     assert not tiny_store.with_name(tiny_store.name + ".lock").exists()
+
+
+@pytest.mark.parametrize("query", sorted((Path(__file__).parents[1] / "kg_store" / "queries").glob("*.sql")),
+                         ids=lambda p: p.stem)
+def test_ready_queries_run(tiny_store: Path, query: Path):
+    result = CliRunner().invoke(jaket_cli, ["kg", "sql", "--kg", str(tiny_store), "--file", str(query),
+                                            "--param", "qid=Q2", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    if query.stem == "entity_neighbourhood":
+        assert {(r["direction"], r["other_label"]) for r in rows} == {
+            ("out", "Sun"), ("out", "Moon"), ("in", "Moon")}
+
+
+def test_sql_param_validation(tiny_store: Path):
+    result = CliRunner().invoke(jaket_cli, ["kg", "sql", "--kg", str(tiny_store), "--param", "no-equals",
+                                            "SELECT 1"])
+    assert result.exit_code == 2 and "NAME=VALUE" in result.output
