@@ -8,6 +8,7 @@ the reject reason or, for valid entities, the same rows (`wikidata_python`). See
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -52,37 +53,32 @@ def parse_wikidata(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     threads = max(1, threads or os.cpu_count() or 1)
-    scratch = Path(tempfile.mkdtemp(prefix="wikidata-", dir=_scratch_root(out)))
     # compressed input: decompression and parsing share the cores (2 cores: one each, as a pipeline)
     compressed = compression_of(path) != "plain"
     decompress_threads = max(1, threads // 2) if compressed else 1
     parse_threads = max(1, threads - decompress_threads) if compressed else threads
-    reader = open_recovering(path, decompress_threads)
-    run = _Run(path.name, ParquetOutputs(out))
-    con = duckdb.connect(
-        config={
-            "threads": parse_threads,
-            "preserve_insertion_order": True,
-            "temp_directory": str(scratch / "spill"),
-        }
-    )
     chunk_bytes = chunk_bytes or BYTES_PER_THREAD * parse_threads
-    chunks = Prefetch(_written(iter_chunks(reader, chunk_bytes, lambda: reader.error is not None), scratch))
-    try:
+    with contextlib.ExitStack() as cleanup:
+        scratch = Path(tempfile.mkdtemp(prefix="wikidata-", dir=_scratch_root(out)))
+        cleanup.callback(shutil.rmtree, scratch, ignore_errors=True)
+        reader = cleanup.enter_context(contextlib.closing(open_recovering(path, decompress_threads)))
+        run = _Run(path.name, ParquetOutputs(out))
+        cleanup.callback(run.outputs.close)
+        config = {"threads": parse_threads, "preserve_insertion_order": True, "temp_directory": str(scratch)}
+        con = cleanup.enter_context(duckdb.connect(config=config))
+        chunks = Prefetch(
+            _written(iter_chunks(reader, chunk_bytes, lambda: reader.error is not None), scratch), depth=1
+        )
+        cleanup.callback(chunks.close)  # first to run: stop reading before the reader closes
         for chunk in chunks:
             if isinstance(chunk, DamagedTail):
                 run.damaged(chunk.line_number, chunk.raw, reader.error)
             else:
                 run.chunk(con, chunk)
                 os.remove(chunk.path)  # type: ignore[arg-type]
+            del chunk  # release the buffer while waiting for the next one
         if reader.error and not run.truncation_recorded:
             run.damaged(run.lines + 1, b"", reader.error)
-    finally:
-        chunks.close()
-        reader.close()
-        con.close()
-        run.outputs.close()
-        shutil.rmtree(scratch, ignore_errors=True)
     stats = run.stats(compression_of(path), threads, reader, time.perf_counter() - started)
     stats["cpu_seconds"] = round(_cpu_seconds() - cpu_started, 3)  # all threads of this process
     stats["parse_threads"], stats["decompress_threads"] = (

@@ -23,7 +23,7 @@ SCHEMAS = {
         [("stage", _S), ("source", _S), ("position", pa.int64()), ("reason", _S), ("raw", _S), ("action", _S)]
     ),
 }
-ROW_GROUP = 256_000
+ROW_GROUP = 65_536
 _DONE = None
 
 
