@@ -100,8 +100,8 @@ def default_store() -> Path:
     return synthetic_store(path)
 
 
-def bench_speedup(store_path: Path, lm: str, fanout_sets: list[list[int]], steps: int, text_batch: int,
-                  kg_batch: int, refresh_rate: float | None) -> list[dict]:
+def bench_speedup(store_path: Path, lm: str, sizes: list[tuple[int, list[int]]], steps: int, text_batch: int,
+                  refresh_rate: float | None) -> list[dict]:
     import torch
 
     from jaket.lm import load_tokenizer
@@ -124,8 +124,8 @@ def bench_speedup(store_path: Path, lm: str, fanout_sets: list[list[int]], steps
                                                                                      model.hidden_size))
     memory.last_refresh = 10 ** 9                      # no refresh inside the timed steps
     rows = []
-    for fanouts in fanout_sets:
-        res = {"fanouts": fanouts}
+    for kg_batch, fanouts in sizes:
+        res = {"fanouts": fanouts, "kg_batch": kg_batch}
         for mode in ("memory", "onthefly"):
             cfg = TrainConfig(fanouts=fanouts, e0_mode=mode, text_batch=text_batch, kg_batch=kg_batch, seed=0)
             tr = Pretrainer(model, tok, store, memory, ent, cfg)
@@ -142,7 +142,7 @@ def bench_speedup(store_path: Path, lm: str, fanout_sets: list[list[int]], steps
                     nodes.append(info["nodes"])
             res[mode] = sum(times) / len(times)
             res["nodes"] = sum(nodes) / len(nodes)
-            print(f"  fanouts {fanouts} {mode:8s}: {res[mode]:.2f} s/step ({res['nodes']:.0f} entities/step)",
+            print(f"  kg batch {kg_batch} fanouts {fanouts} {mode:8s}: {res[mode]:.2f} s/step ({res['nodes']:.0f} entities/step)",
                   flush=True)
         res["speedup"] = res["onthefly"] / res["memory"]
         if refresh_rate:
@@ -202,7 +202,6 @@ def main() -> None:
     ap.add_argument("--lm", default="default")
     ap.add_argument("--steps", type=int, default=3, help="timed steps per mode and size (after 1 warm-up)")
     ap.add_argument("--text-batch", type=int, default=8)
-    ap.add_argument("--kg-batch", type=int, default=16)
     ap.add_argument("--refresh-sample", type=int, default=4000, help="descriptions in the refresh benchmark")
     args = ap.parse_args()
     import torch
@@ -219,11 +218,11 @@ def main() -> None:
           f"plain padded batches {r['plain_rate']:.0f} desc/s ({r['plain_padded_tokens']} padded tokens): "
           f"ratio {r['ratio']:.2f}x (max |diff| {r['max_abs_diff']:.1e})", flush=True)
     print("## memory speed-up (training step)", flush=True)
-    rows = bench_speedup(store, lm, [[4, 2], [10, 5]], args.steps, args.text_batch, args.kg_batch, r["ours_rate"])
-    print("\n| fanouts | entities/step | s/step with memory | s/step on the fly | speed-up | with refresh T=10 | "
+    rows = bench_speedup(store, lm, [(16, [4, 2]), (64, [10, 5])], args.steps, args.text_batch, r["ours_rate"])
+    print("\n| kg batch, fanouts | entities/step | s/step with memory | s/step on the fly | speed-up | with refresh T=10 | "
           "with refresh T=500 |\n|---|---|---|---|---|---|---|")
     for x in rows:
-        print(f"| {','.join(map(str, x['fanouts']))} | {x['nodes']:.0f} | {x['memory']:.2f} | {x['onthefly']:.2f} | "
+        print(f"| {x['kg_batch']}, {','.join(map(str, x['fanouts']))} | {x['nodes']:.0f} | {x['memory']:.2f} | {x['onthefly']:.2f} | "
               f"{x['speedup']:.2f}x | {x.get('speedup_T10', float('nan')):.2f}x | "
               f"{x.get('speedup_T500', float('nan')):.2f}x |")
 
