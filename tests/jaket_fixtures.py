@@ -157,6 +157,18 @@ def make_tiny_lm(path: Path, family: str = "bert", hidden: int = 32, layers: int
 _CACHE: dict[str, Path] = {}
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models: one intra-op thread. On a shared 2-core box, torch's second thread spin-waits against the
+    other jobs and makes tiny-model steps ~5x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _cached(key: str, factory: pytest.TempPathFactory, make: object) -> Path:
     """Build each artefact once per session, whichever test module asks first."""
     if key not in _CACHE or not _CACHE[key].exists():

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from jaket.knowledge import KnowledgeModule, RelationalGATLayer
+
+pytest_plugins = ["tests.jaket_fixtures"]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_attention_sums_to_one_over_each_neighbourhood():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from jaket.lm import LanguageModule, load_tokenizer
@@ -9,6 +10,7 @@ from jaket.memory import EntityMemory, RefreshSchedule, encode_descriptions, len
 from jaket.tokens import cache_dir, cached_tokenize, char_to_token_spans, tokenize_descriptions
 
 pytest_plugins = ["tests.jaket_fixtures"]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_refresh_schedule_doubles_every_three_and_caps():

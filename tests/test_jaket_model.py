@@ -13,6 +13,7 @@ from jaket.pretrain import Pretrainer, TrainConfig
 from jaket.tokens import cached_tokenize, relation_rows
 
 pytest_plugins = ["tests.jaket_fixtures"]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("family", ["bert", "roberta"])

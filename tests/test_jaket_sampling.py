@@ -6,6 +6,7 @@ import time
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 
 from jaket.sampling import (
@@ -18,6 +19,7 @@ from jaket.sampling import (
 )
 
 pytest_plugins = ["tests.jaket_fixtures"]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_graph(n: int, e: int, p: int, seed: int = 0) -> GraphTensors:

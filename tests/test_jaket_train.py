@@ -15,6 +15,7 @@ from jaket.summary import read_metrics, summarize
 from jaket.train import main, train
 
 pytest_plugins = ["tests.jaket_fixtures"]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 FAST = dict(lr=3e-3, km_lr=3e-3, warmup=5, decay="constant", save_every=0)
 
@@ -22,8 +23,13 @@ FAST = dict(lr=3e-3, km_lr=3e-3, warmup=5, decay="constant", save_every=0)
 @pytest.fixture(scope="module")
 def trained_run(tiny_bert, tiny_store, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "fall"
-    train(tiny_store, out, TrainConfig(steps=50, **FAST), JAKETConfig(lm=str(tiny_bert)), progress=False,
-          quiet=True)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)                    # module scope: the one_thread fixture is not active yet
+    try:
+        train(tiny_store, out, TrainConfig(steps=50, **FAST), JAKETConfig(lm=str(tiny_bert)), progress=False,
+              quiet=True)
+    finally:
+        torch.set_num_threads(before)
     return out
 
 
