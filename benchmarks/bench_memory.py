@@ -202,11 +202,15 @@ def main() -> None:
     ap.add_argument("--lm", default="default")
     ap.add_argument("--steps", type=int, default=3, help="timed steps per mode and size (after 1 warm-up)")
     ap.add_argument("--text-batch", type=int, default=8)
+    ap.add_argument("--threads", default="auto", help="torch threads (auto: cores not busy, see jaket.train)")
     ap.add_argument("--refresh-sample", type=int, default=4000, help="descriptions in the refresh benchmark")
     args = ap.parse_args()
     import torch
 
     from jaket.lm import resolve_lm
+    from jaket.train import pick_threads
+
+    torch.set_num_threads(pick_threads(args.threads))
 
     store = args.kg or default_store()
     lm = resolve_lm(args.lm)

@@ -36,6 +36,20 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     return max(0.0, 1 - progress)
 
 
+def pick_threads(spec: str | int) -> int:
+    """torch intra-op threads: an int, or 'auto' = the cores not already busy (1-minute load average), at least
+    1. On a shared box torch's extra threads spin-wait against other jobs: measured here under a load of ~5 on
+    2 cores, one thread ran a MiniLM training step 5x faster (1.5 s against 7.8 s)."""
+    if str(spec) != "auto":
+        return max(1, int(spec))
+    cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:
+        busy = 0.0
+    return max(1, min(torch.get_num_threads(), int(cores - busy + 0.5)))
+
+
 def make_optimizer(model: JAKETModel, cfg: TrainConfig) -> torch.optim.AdamW:
     """Two learning rates: the pretrained encoder (lr) and everything new (km_lr: KM, merge LayerNorm, heads,
     and the MLM head's transform when the checkpoint had none). No weight decay on biases / norms."""
@@ -249,6 +263,8 @@ def _ints(text: str) -> list[int]:
 @click.option("--log-every", type=int, default=1)
 @click.option("--save-every", type=int, default=100)
 @click.option("--device", default="cpu", help="torch device, e.g. cpu, cuda.")
+@click.option("--threads", default="auto", help="torch CPU threads: a number, or auto (the cores not busy with "
+              "other jobs, from the load average).")
 @click.option("--stop-after", type=int, default=None, hidden=True, help="Stop (and save) after this step.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.pass_context
@@ -258,10 +274,14 @@ def main(ctx: click.Context, kg: str | None, lm: str, steps: int, out: str | Non
          lr: float, km_lr: float, weight_decay: float, warmup: float, decay: str, w_category: float,
          w_relation: float, w_token: float, w_entity: float, refresh_init: int, refresh_growth: float,
          refresh_every: int, refresh_max: int, momentum: float, desc_grad: str, e0_mode: str, seed: int,
-         log_every: int, save_every: int, device: str, stop_after: int | None, no_progress: bool) -> None:
+         log_every: int, save_every: int, device: str, threads: str, stop_after: int | None,
+         no_progress: bool) -> None:
     """Pretrain JAKET on a KG store (LM1 -> relational GAT -> LM2, context memory, four losses)."""
     from kg_store.store import StoreError
 
+    torch.set_num_threads(pick_threads(threads))
+    if not no_progress:
+        click.echo(f"torch threads: {torch.get_num_threads()}", err=True)
     try:
         if resume:
             run = Path(resume)
