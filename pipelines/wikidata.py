@@ -67,7 +67,7 @@ def parse_wikidata(
         config = {"threads": parse_threads, "preserve_insertion_order": True, "temp_directory": str(scratch)}
         con = cleanup.enter_context(duckdb.connect(config=config))
         chunks = Prefetch(
-            _written(iter_chunks(reader, chunk_bytes, lambda: reader.error is not None), scratch), depth=1
+            _written(iter_chunks(reader, chunk_bytes, lambda: reader.error is not None), scratch)
         )
         cleanup.callback(chunks.close)  # first to run: stop reading before the reader closes
         for chunk in chunks:

@@ -127,42 +127,48 @@ def iter_chunks(
 
 
 class Prefetch:
-    """Runs an iterator in a background thread, `depth` items ahead (decompression overlaps parsing)."""
+    """Runs an iterator in a background thread, one item ahead (decompression overlaps parsing).
+
+    Double buffering: the next item is produced while the consumer works on the current one, and the thread
+    waits until that item is taken before producing another, so at most two items are alive at a time.
+    """
 
     _END = object()
 
-    def __init__(self, items: Iterator, depth: int = 2) -> None:
-        self._queue: queue.Queue = queue.Queue(depth)
+    def __init__(self, items: Iterator) -> None:
+        self._queue: queue.Queue = queue.Queue(1)
+        self._taken = threading.Semaphore(0)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(items,), daemon=True)
         self._thread.start()
 
-    def _put(self, item: object) -> bool:
+    def _hand_over(self, item: object) -> bool:
+        self._queue.put(item)  # never blocks: the previous item was taken
         while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
+            if self._taken.acquire(timeout=0.1):
                 return True
-            except queue.Full:
-                continue
         return False
 
     def _run(self, items: Iterator) -> None:
         try:
             for item in items:
-                if not self._put(item):
+                if not self._hand_over(item):
                     return
+                del item
         except BaseException as exc:  # noqa: BLE001 - handed over to the consuming thread
-            self._put(_Failure(exc))
-        self._put(self._END)
+            self._hand_over(_Failure(exc))
+        self._hand_over(self._END)
 
     def __iter__(self) -> Iterator:
         while True:
             item = self._queue.get()
+            self._taken.release()
             if item is self._END:
                 return
             if isinstance(item, _Failure):
                 raise item.exc
             yield item
+            del item
 
     def close(self) -> None:
         self._stop.set()

@@ -37,7 +37,7 @@ class ParquetOutputs:
         }
         self.pending: dict[str, list[pa.Table]] = {name: [] for name in SCHEMAS}
         self.rows = dict.fromkeys(SCHEMAS, 0)
-        self._queue: queue.Queue = queue.Queue(maxsize=8)
+        self._queue: queue.Queue = queue.Queue(maxsize=2)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._work, daemon=True)
         self._thread.start()
