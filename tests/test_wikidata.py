@@ -358,13 +358,6 @@ def test_truncated_input_keeps_what_came_before(tmp_path, suffix):
     assert qids == [orjson.loads(line.rstrip(b","))["id"] for line in lines[: len(qids)]]
 
 
-def test_truncated_bz2_of_the_sample(tmp_path):
-    cut = truncated_copy(SAMPLE_DUMP, tmp_path / "cut.json.bz2", 0.5)
-    stats = parse_wikidata(cut, tmp_path / "out")
-    assert stats["truncated"] and stats["rejects_by_reason"]["truncated_input"] == 1
-    assert stats["entities"] > 3000 and stats["recovered_bytes"] > 0
-
-
 def test_empty_and_bracket_only_inputs(tmp_path):
     (tmp_path / "empty.json").write_bytes(b"")
     (tmp_path / "brackets.json").write_bytes(b"[\n]\n")
