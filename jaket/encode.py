@@ -158,9 +158,9 @@ class JAKETEncoder:
         ids, mask = batch.input_ids.to(self.device), batch.attention_mask.to(self.device)
         spans = batch.mention_spans.to(self.device)
         lm = self.model.lm
-        if kg is None or len(spans) == 0:
+        if kg is None:
             z_lm = lm(ids, mask)
-        else:
+        else:  # Z' = LayerNorm(Z^merge) at every position, also in a batch without mentions (as in training)
             e_km = self.encode_entities(kg)
             z = lm.run_lm1(ids, mask)
             z_prime = self.model.merge_norm(merge_mentions(z, spans, e_km[batch.mention_entities.to(self.device)]))
