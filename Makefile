@@ -50,7 +50,7 @@ demo: install
 	@if [ -d "$(EVAL_DATA)/eval/codex" ]; then \
 		$(BIN)/jaket-eval --task entity-cls --checkpoint $(DEMO_RUN) --data $(EVAL_DATA) \
 			--out $(DEMO_RUN)/eval-entity-cls.json && \
-		$(BIN)/jaket-eval report $(DEMO_RUN)/eval-entity-cls.json; \
+		$(BIN)/jaket-eval report $(DEMO_RUN)/eval-entity-cls.json --png $(DEMO_RUN)/eval.png; \
 	else echo "evaluation skipped: the evaluation sets ($(EVAL_DATA)/eval) are not on this machine"; fi
 
 bench: install
