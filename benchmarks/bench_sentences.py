@@ -11,13 +11,14 @@ against spaCy, and the share of paragraphs split identically.
 from __future__ import annotations
 
 import argparse
+import io
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import orjson
 
-from pipelines.dump_io import open_safe
+from pipelines.dump_io import READ_BUFFER, open_recovering
 from pipelines.sentences import paragraphs, spacy_sentences, split_sentences
 from pipelines.wikitext import clean_wikitext
 
@@ -26,7 +27,7 @@ SHARED = REPO.parent / "shared" / "data"
 
 
 def _xml_articles(path: Path) -> list[str]:
-    reader, _ = open_safe(path)
+    reader = io.BufferedReader(open_recovering(path), READ_BUFFER)
     texts = []
     with reader:
         for _, elem in ET.iterparse(reader):

@@ -55,54 +55,6 @@ def open_binary(path: str | os.PathLike, threads: int | None = None) -> BinaryIO
     return io.BufferedReader(raw, READ_BUFFER)
 
 
-class SafeReader(io.RawIOBase):
-    """Wraps a decompressing reader so that a corrupt/truncated stream ends like EOF, and remembers why.
-
-    Parallel decompressors raise an opaque error at the damaged block; readers of XML or JSON lines should see a
-    clean end of input instead, then report `error` as a reject.
-    """
-
-    def __init__(self, inner: BinaryIO) -> None:
-        self.inner = inner
-        self.error: str | None = None
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        if self.error is not None:
-            return 0
-        try:
-            data = self.inner.read(len(buffer))
-        except (RuntimeError, EOFError, OSError, ValueError) as exc:
-            self.error = f"truncated or corrupt compressed input: {type(exc).__name__}: {exc}"
-            return 0
-        n = len(data)
-        buffer[:n] = data
-        return n
-
-    def close(self) -> None:
-        try:
-            self.inner.close()
-        finally:
-            super().close()
-
-
-def open_safe(path: str | os.PathLike, threads: int | None = None) -> tuple[BinaryIO, SafeReader]:
-    """(buffered reader, the SafeReader underneath whose `.error` says whether the input was cut short)."""
-    safe = SafeReader(open_binary(path, threads))
-    return io.BufferedReader(safe, READ_BUFFER), safe
-
-
-def iter_lines(path: str | os.PathLike, threads: int | None = None) -> Iterator[bytes]:
-    """Decompressed lines (with their newline). Raises TruncatedInput after the last good line if cut short."""
-    reader, safe = open_safe(path, threads)
-    with reader:
-        yield from reader
-    if safe.error:
-        raise TruncatedInput(safe.error)
-
-
 def file_checksum(path: str | os.PathLike, chunk: int = 8 << 20) -> str:
     """Identity of an input for resumable stages: sha1 over size + first/last 8 MiB + mtime-free content sample.
 
