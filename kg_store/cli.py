@@ -58,7 +58,7 @@ def format_rows(columns: list[str], rows: list[tuple], fmt: str) -> str:
     cells = [[("NULL" if v is None else str(v)).replace("\n", " ") for v in r] for r in rows]
     cells = [[c if len(c) <= 80 else c[:77] + "..." for c in r] for r in cells]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    line = "+".join("-" * (w + 2) for w in widths)
+    line = "-+-".join("-" * w for w in widths)
     out = [" | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)), line]
     out += [" | ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
     out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
