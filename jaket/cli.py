@@ -1,10 +1,11 @@
-"""The `jaket` command group: `jaket kg stats|sql|check|import-tsv` (more verbs join as they land)."""
+"""The `jaket` command group: `jaket kg stats|sql|check|import-tsv` and `jaket batch`."""
 
 from __future__ import annotations
 
 import click
 
 from flows.import_tsv import import_tsv
+from jaket.batch_inspect import batch_command
 from kg_store.cli import kg
 
 
@@ -15,6 +16,7 @@ def main() -> None:
 
 kg.add_command(import_tsv)
 main.add_command(kg)
+main.add_command(batch_command)
 
 if __name__ == "__main__":
     main()

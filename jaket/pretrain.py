@@ -36,9 +36,8 @@ from jaket.sampling import (
     Subgraph,
     TextBatch,
     TextSampler,
-    hold_out_relation_targets,
     neighbor_pairs,
-    sample_roots,
+    sample_pretraining_batch,
 )
 from jaket.tokens import TokenizedTexts
 
@@ -126,13 +125,8 @@ class Pretrainer:
 
     # ---- the step ----
     def sample(self) -> tuple[TextBatch | None, Subgraph, torch.Tensor, torch.Tensor]:
-        g = self.generator
-        text = self.text.sample(g)
-        text_roots = text.mention_entities if text is not None else torch.zeros(0, dtype=torch.long)
-        roots = torch.cat([text_roots, sample_roots(self.num_entities, self.cfg.kg_batch, g)])
-        sub = self.sampler.sample(roots, g)
-        sub, pairs, rels = hold_out_relation_targets(sub, self.num_relations, self.cfg.rel_batch, g)
-        return text, sub, pairs, rels
+        return sample_pretraining_batch(self.text, self.sampler, self.num_entities, self.num_relations,
+                                        self.cfg.kg_batch, self.cfg.rel_batch, self.generator)
 
     def losses(self, step: int) -> tuple[torch.Tensor, dict[str, float | None], dict]:
         cfg, g, dev, model = self.cfg, self.generator, self.device, self.model

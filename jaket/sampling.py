@@ -235,3 +235,17 @@ def sample_roots(num_entities: int, k: int, generator: torch.Generator) -> torch
     draw = torch.randint(num_entities, (2 * k + 8,), generator=generator)
     uniq, _ = first_occurrence_unique(draw)
     return uniq[:k]
+
+
+def sample_pretraining_batch(text: TextSampler, sampler: NeighborSampler, num_entities: int, num_relations: int,
+                             kg_batch: int, rel_batch: int, generator: torch.Generator
+                             ) -> tuple[TextBatch | None, Subgraph, torch.Tensor, torch.Tensor]:
+    """One step's inputs: a text batch, the roots (the text's entities + kg_batch random ones) with their sampled
+    neighbourhood, and the held-out (head, tail) pairs with their relation for L_r. Training and
+    `jaket batch` (which shows what a seed feeds the model) both draw through here."""
+    batch = text.sample(generator)
+    text_roots = batch.mention_entities if batch is not None else torch.zeros(0, dtype=torch.long)
+    roots = torch.cat([text_roots, sample_roots(num_entities, kg_batch, generator)])
+    sub = sampler.sample(roots, generator)
+    sub, pairs, rels = hold_out_relation_targets(sub, num_relations, rel_batch, generator)
+    return batch, sub, pairs, rels
