@@ -65,9 +65,9 @@ def encode_descriptions(lm: torch.nn.Module, tokens: TokenizedTexts, index: torc
         chunks, where = [], []
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from pipelines.progress import progress as progress_bar
 
-        bar = tqdm(total=len(index), desc=desc, unit="desc", leave=False, mininterval=1.0)
+        bar = progress_bar(total=len(index), desc=desc, unit="desc", leave=False, mininterval=1.0)
     with ctx:
         for sel in batches:
             ids, mask, spans = tokens.batch(index[sel], pad_id)

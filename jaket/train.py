@@ -146,9 +146,9 @@ def train(kg: str | os.PathLike, out: str | os.PathLike, tcfg: TrainConfig | Non
     end = tcfg.steps if stop_after is None else min(tcfg.steps, stop_after)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from pipelines.progress import progress as progress_bar
 
-        bar = tqdm(total=tcfg.steps, initial=start, desc="jaket-train", unit="step", dynamic_ncols=True)
+        bar = progress_bar(total=tcfg.steps, initial=start, desc="jaket-train", unit="step", dynamic_ncols=True)
     metrics = open(out / "metrics.jsonl", "a")
     step = start
     t_train = time.perf_counter()
