@@ -16,7 +16,7 @@ def configure_prefect_env() -> None:
     os.environ.setdefault("PREFECT_HOME", os.path.join(os.getcwd(), ".prefect"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "pipelines")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "pipelines,jaket")
     # the temporary in-process API can take longer than Prefect's 20 s default on a busy 2-core machine
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 

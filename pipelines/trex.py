@@ -30,6 +30,7 @@ import orjson
 import pyarrow as pa
 
 from pipelines.dump_io import READ_BUFFER, open_recovering, require_file
+from pipelines.progress import progress
 from pipelines.sentences import DEFAULT_MAX_PASSAGE_CHARS, locate, make_passages
 from pipelines.text_stage import (
     MENTIONS,
@@ -193,7 +194,7 @@ def parse_trex(path: str | Path, out_dir: str | Path, *, max_passage_chars: int 
     out, tmp = prepare_out_dir(out_dir)
     corpus = _Corpus(out, path.name, max_passage_chars, window)
     try:
-        for n, rec in iter_records(path):
+        for n, rec in progress(iter_records(path), desc=f"corpus {path.name}: records", unit="rec"):
             if n == -1:
                 corpus.truncated = True
                 corpus.rejects.reject(f"after record {corpus.stats['records']}", "truncated_input", rec, "kept")

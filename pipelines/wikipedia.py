@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from pipelines.dump_io import READ_BUFFER, open_recovering, require_file
 from pipelines.linking import AliasLinker, NerCandidates, entity_names, resolve_ner
+from pipelines.progress import progress
 from pipelines.sentences import DEFAULT_MAX_PASSAGE_CHARS, locate, make_passages
 from pipelines.text_stage import (
     DOCUMENTS,
@@ -282,7 +283,7 @@ def _link_extra(tmp: Path, items_path: Path, aliases_path: Path, alias_linking: 
 def _read(reader: BinaryIO, streamer: _Streamer) -> ET.ParseError | None:
     try:
         with reader:
-            for page in iter_pages(reader):
+            for page in progress(iter_pages(reader), desc="wikipedia: pages", unit="page"):
                 streamer.page(page)
     except ET.ParseError as exc:
         return exc
