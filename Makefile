@@ -20,7 +20,7 @@ DEMO_STEPS ?= 150
 DEMO_REFRESH ?= 75
 EVAL_DATA ?= ../shared/data
 
-.PHONY: install test test-slow demo bench lint clean
+.PHONY: install test test-slow demo bench lint clean browser
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,7 +34,13 @@ install: $(STAMP)
 lint: install
 	$(BIN)/ruff check .
 
-test: install lint
+# headless Chromium for the report's browser test (Debian package); the test skips loudly where it cannot be had
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1; } || \
+		echo "WARNING: chromium could not be installed: the report's browser test will be skipped"
+
+test: install lint browser
 	$(BIN)/python -m pytest -q -m "not slow"
 
 test-slow: install
@@ -52,6 +58,7 @@ demo: install
 			--out $(DEMO_RUN)/eval-entity-cls.json && \
 		$(BIN)/jaket-eval report $(DEMO_RUN)/eval-entity-cls.json --png $(DEMO_RUN)/eval.png; \
 	else echo "evaluation skipped: the evaluation sets ($(EVAL_DATA)/eval) are not on this machine"; fi
+	$(BIN)/jaket kg report --kg $(DEMO_KG) --out $(DEMO_RUN)/kg-report
 
 bench: install
 	$(BIN)/python benchmarks/bench_ingest.py

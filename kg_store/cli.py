@@ -123,3 +123,12 @@ def check(kg_path: str) -> None:
     if problems:
         sys.exit(1)
     click.echo("ok")
+
+
+def _register() -> None:
+    from kg_store.report import report
+
+    kg.add_command(report)
+
+
+_register()
