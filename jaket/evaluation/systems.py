@@ -91,7 +91,7 @@ class EvalSystem:
         who = "plain" if plain and not self.early_fusion else self.name.replace("+", "_")
         path = self.work / "cache" / f"{who}-{self.fingerprint}-{key}.pt"
         if path.exists():
-            return torch.load(path, weights_only=False)
+            return torch.load(path, weights_only=True)   # tensors and tuples only: no arbitrary unpickling
         value = fn()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
