@@ -7,10 +7,11 @@ JOIN entities h ON h.entity_id = tr.head_id
 JOIN relations r ON r.relation_id = tr.relation_id
 JOIN entities t ON t.entity_id = tr.tail_id;
 
--- A fresh random sample of 1,000 triples with labels on both ends, every time it is queried.
+-- A fresh random sample of 1,000 triples with labels on both ends (the id where there is no label), every
+-- time it is queried.
 CREATE OR REPLACE VIEW sampled_triples AS
-SELECT h.qid AS head_qid, h.label AS head_label, r.pid, r.label AS relation_label,
-       t.qid AS tail_qid, t.label AS tail_label
+SELECT h.qid AS head_qid, coalesce(h.label, h.qid) AS head_label, r.pid, coalesce(r.label, r.pid) AS relation_label,
+       t.qid AS tail_qid, coalesce(t.label, t.qid) AS tail_label
 FROM (SELECT * FROM triples USING SAMPLE reservoir(1000 ROWS)) tr
 JOIN entities h ON h.entity_id = tr.head_id
 JOIN relations r ON r.relation_id = tr.relation_id
