@@ -14,9 +14,12 @@ import click
 import polars as pl
 import torch
 
+from jaket.model import JAKETConfig
+from jaket.pretrain import TrainConfig
 from jaket.sampling import GraphTensors, NeighborSampler, TextSampler, sample_pretraining_batch
 from kg_store.store import KGStore, StoreError
 
+TRAIN, MODEL = TrainConfig(), JAKETConfig()   # the defaults of jaket-train, so that both stay in step
 COLUMNS = {"kind": pl.String, "passage_id": pl.Int64, "row": pl.Int64, "token_start": pl.Int64,
            "token_end": pl.Int64, "head_id": pl.Int64, "relation_id": pl.Int64, "tail_id": pl.Int64,
            "inverse": pl.Boolean, "entity_id": pl.Int64, "is_root": pl.Boolean}
@@ -56,11 +59,11 @@ def first_batch(store: KGStore, tokenizer: object, seed: int = 0, fanouts: tuple
 @click.option("--kg", "kg_path", default="kg_store/wiki.duckdb", show_default=True)
 @click.option("--seed", default=0, show_default=True, help="the seed of jaket-train")
 @click.option("--lm", default="default", show_default=True, help="encoder whose tokenizer the run uses")
-@click.option("--fanouts", default="4,2", show_default=True)
-@click.option("--kg-batch", default=16, show_default=True)
-@click.option("--text-batch", default=8, show_default=True)
-@click.option("--rel-batch", default=32, show_default=True)
-@click.option("--max-seq-len", default=64, show_default=True)
+@click.option("--fanouts", default=",".join(map(str, TRAIN.fanouts)), show_default=True)
+@click.option("--kg-batch", default=TRAIN.kg_batch, show_default=True)
+@click.option("--text-batch", default=TRAIN.text_batch, show_default=True)
+@click.option("--rel-batch", default=TRAIN.rel_batch, show_default=True)
+@click.option("--max-seq-len", default=MODEL.max_seq_len, show_default=True)
 @click.option("--out", default="runs/batch-seed{seed}.parquet", show_default=True)
 def batch_command(kg_path: str, seed: int, lm: str, fanouts: str, kg_batch: int, text_batch: int,
                   rel_batch: int, max_seq_len: int, out: str) -> None:
