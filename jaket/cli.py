@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from flows.import_tsv import import_tsv
+from flows.import_tsv import build_corpus_kg_command, import_tsv
 from jaket.batch_inspect import batch_command
 from kg_store.cli import kg
 
@@ -15,6 +15,7 @@ def main() -> None:
 
 
 kg.add_command(import_tsv)
+kg.add_command(build_corpus_kg_command)
 main.add_command(kg)
 main.add_command(batch_command)
 

@@ -68,6 +68,7 @@ class TrainConfig:
     log_every: int = 1
     save_every: int = 100
     device: str = "cpu"
+    precision: str = "fp32"      # fp32 | bf16 (autocast of the step's forward; weights and memory stay fp32)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:

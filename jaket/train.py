@@ -6,11 +6,13 @@ state (optimizer.safetensors, rng.safetensors, trainer_state.json) and lm/ (enco
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -84,8 +86,11 @@ def _say(msg: str, quiet: bool) -> None:
 
 def train(kg: str | os.PathLike, out: str | os.PathLike, tcfg: TrainConfig | None = None,
           mcfg: JAKETConfig | None = None, resume: bool = False, stop_after: int | None = None,
-          progress: bool = True, quiet: bool = False) -> Path:
-    """Pretrain (or resume when `resume`, reading out/config.json). Returns the run directory."""
+          progress: bool = True, quiet: bool = False, time_limit: float | None = None,
+          overrides: dict | None = None) -> Path:
+    """Pretrain (or resume when `resume`, reading out/config.json). Returns the run directory.
+    `time_limit` (seconds of training, setup excluded) stops and saves early, like `stop_after`; a resume
+    continues the same schedule. `overrides` replaces TrainConfig fields on resume (steps, device, precision)."""
     from jaket.lm import checkpoint_has_mlm_head, load_tokenizer, resolve_lm
     from jaket.tokens import cache_dir
     from kg_store.store import KGStore
@@ -94,10 +99,7 @@ def train(kg: str | os.PathLike, out: str | os.PathLike, tcfg: TrainConfig | Non
     start = 0
     if resume:
         saved = json.loads((out / "config.json").read_text())
-        steps = tcfg.steps if tcfg is not None else None
-        tcfg = TrainConfig.from_dict(saved["train"])
-        if steps is not None:
-            tcfg.steps = steps
+        tcfg = TrainConfig.from_dict({**saved["train"], **(overrides or {})})
         mcfg = JAKETConfig.from_dict(saved["model"])
         start = json.loads((out / "trainer_state.json").read_text())["step"]
     tcfg = tcfg or TrainConfig()
@@ -152,11 +154,14 @@ def train(kg: str | os.PathLike, out: str | os.PathLike, tcfg: TrainConfig | Non
     metrics = open(out / "metrics.jsonl", "a")
     step = start
     t_train = time.perf_counter()
+    deadline = t_train + time_limit if time_limit else None
+    autocast = autocast_context(device, tcfg.precision)
     try:
         for step in range(start, end):
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * lr_factor(step, tcfg)
-            total, logged, info = trainer.losses(step)
+            with autocast():
+                total, logged, info = trainer.losses(step)
             if not torch.isfinite(total):
                 raise RuntimeError(f"non-finite loss at step {step}: {logged}")
             optimizer.zero_grad(set_to_none=True)
@@ -174,6 +179,10 @@ def train(kg: str | os.PathLike, out: str | os.PathLike, tcfg: TrainConfig | Non
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in logged.items() if v is not None}, refresh=False)
+            if deadline is not None and time.perf_counter() > deadline and done < end:
+                _say(f"\ntime limit reached after step {done}: saving (resume with --resume {out})", quiet)
+                end = done
+                break
             if tcfg.save_every and done % tcfg.save_every == 0 and done < end:
                 _save(out, model, memory, optimizer, trainer, done)
         step = end
@@ -192,6 +201,15 @@ def train(kg: str | os.PathLike, out: str | os.PathLike, tcfg: TrainConfig | Non
              f"memory refreshes so far: {memory.refreshes}", quiet)
     store.close()
     return out
+
+
+def autocast_context(device: torch.device, precision: str) -> Callable[[], contextlib.AbstractContextManager]:
+    """bf16: torch.autocast over the step's forward (matmuls in bf16, reductions and losses in fp32)."""
+    if precision == "bf16":
+        return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if precision != "fp32":
+        raise ValueError(f"precision must be fp32 or bf16, not {precision!r}")
+    return contextlib.nullcontext
 
 
 def _save(out: Path, model: JAKETModel, memory: EntityMemory, optimizer: torch.optim.Optimizer,
@@ -263,6 +281,10 @@ def _ints(text: str) -> list[int]:
 @click.option("--log-every", type=int, default=1)
 @click.option("--save-every", type=int, default=100)
 @click.option("--device", default="cpu", help="torch device, e.g. cpu, cuda.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32",
+              help="bf16 = autocast of the forward (GPUs with bf16; weights, optimizer and memory stay fp32).")
+@click.option("--time-limit", type=float, default=None,
+              help="Stop and save after this many minutes of training (resume continues the schedule).")
 @click.option("--threads", default="auto", help="torch CPU threads: a number, or auto (the cores not busy with "
               "other jobs, from the load average).")
 @click.option("--stop-after", type=int, default=None, hidden=True, help="Stop (and save) after this step.")
@@ -274,8 +296,8 @@ def main(ctx: click.Context, kg: str | None, lm: str, steps: int, out: str | Non
          lr: float, km_lr: float, weight_decay: float, warmup: float, decay: str, w_category: float,
          w_relation: float, w_token: float, w_entity: float, refresh_init: int, refresh_growth: float,
          refresh_every: int, refresh_max: int, momentum: float, desc_grad: str, e0_mode: str, seed: int,
-         log_every: int, save_every: int, device: str, threads: str, stop_after: int | None,
-         no_progress: bool) -> None:
+         log_every: int, save_every: int, device: str, precision: str, time_limit: float | None, threads: str,
+         stop_after: int | None, no_progress: bool) -> None:
     """Pretrain JAKET on a KG store (LM1 -> relational GAT -> LM2, context memory, four losses)."""
     from kg_store.store import StoreError
 
@@ -289,9 +311,11 @@ def main(ctx: click.Context, kg: str | None, lm: str, steps: int, out: str | Non
                 raise click.UsageError("--out must be the --resume directory (or left out)")
             saved = json.loads((run / "config.json").read_text())
             kg = kg or saved["kg"]
-            explicit = ctx.get_parameter_source("steps") == click.core.ParameterSource.COMMANDLINE
-            tcfg = TrainConfig(steps=steps) if explicit else None
-            train(kg, run, tcfg, resume=True, stop_after=stop_after, progress=not no_progress)
+            given = {"steps": steps, "device": device, "precision": precision}
+            overrides = {k: v for k, v in given.items()
+                         if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
+            train(kg, run, resume=True, stop_after=stop_after, progress=not no_progress,
+                  time_limit=time_limit * 60 if time_limit else None, overrides=overrides)
             return
         if not kg or not out:
             raise click.UsageError("--kg and --out are required (or --resume RUN_DIR)")
@@ -301,10 +325,12 @@ def main(ctx: click.Context, kg: str | None, lm: str, steps: int, out: str | Non
             weight_decay=weight_decay, warmup=warmup, decay=decay, seed=seed,
             weights=LossWeights(w_category, w_relation, w_token, w_entity),
             refresh=RefreshSchedule(refresh_init, refresh_growth, refresh_every, refresh_max, momentum),
-            desc_grad=desc_grad, e0_mode=e0_mode, log_every=log_every, save_every=save_every, device=device)
+            desc_grad=desc_grad, e0_mode=e0_mode, log_every=log_every, save_every=save_every, device=device,
+            precision=precision)
         mcfg = JAKETConfig(lm=lm, lm1_layers=lm1_layers, km_layers=km_layers, km_heads=km_heads,
                            max_seq_len=max_seq_len, desc_max_len=desc_max_len)
-        run = train(kg, out, tcfg, mcfg, stop_after=stop_after, progress=not no_progress)
+        run = train(kg, out, tcfg, mcfg, stop_after=stop_after, progress=not no_progress,
+                    time_limit=time_limit * 60 if time_limit else None)
         click.echo(f"run written to {run} (losses: {', '.join(LOSS_NAMES)}; see {run / 'loss.png'})")
     except StoreError as exc:
         click.echo(f"error: {exc}", err=True)

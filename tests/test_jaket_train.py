@@ -127,3 +127,21 @@ def test_encoding_api(trained_run, tiny_store, tmp_path):
         kg2 = enc.attach(store)                              # unseen KG: memory recomputed from descriptions
         assert kg2.memory is not enc.memory and kg2.memory.entity.shape == (50, enc.model.hidden_size)
         assert enc.encode_entities(kg2).shape == (50, enc.model.hidden_size)
+
+
+def test_bf16_autocast_and_time_limit_then_resume(tiny_bert, tiny_store, tmp_path):
+    """--precision bf16 trains with finite losses (CPU autocast here, CUDA on GPUs); --time-limit stops after
+    the step that crosses it, saves, and --resume continues the same schedule to --steps."""
+    out = tmp_path / "bf16"
+    result = CliRunner().invoke(main, ["--kg", str(tiny_store), "--lm", str(tiny_bert), "--steps", "6",
+                                       "--out", str(out), "--precision", "bf16", "--time-limit", "1e-9",
+                                       "--no-progress", "--save-every", "0"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "trainer_state.json").read_text())["step"] == 1
+    assert json.loads((out / "config.json").read_text())["train"]["precision"] == "bf16"
+    result = CliRunner().invoke(main, ["--resume", str(out), "--precision", "fp32", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    rows = read_metrics(out)
+    assert [r["step"] for r in rows] == list(range(1, 7))
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
+    assert json.loads((out / "config.json").read_text())["train"]["precision"] == "fp32"   # override kept
