@@ -63,3 +63,20 @@ CREATE TABLE IF NOT EXISTS meta (
     key   VARCHAR NOT NULL,
     value VARCHAR
 );
+-- What incremental updates changed (pipelines/update.py): one row per (id, kind of change) per update; the
+-- memory refresh (`jaket memory refresh --changed-only`) re-encodes the entities with 'new' or 'description'.
+CREATE TABLE IF NOT EXISTS entity_changes (
+    entity_id  INTEGER NOT NULL,
+    qid        VARCHAR NOT NULL,
+    change     VARCHAR NOT NULL,           -- 'new' | 'description' | 'label' | 'category' | 'aliases' |
+                                           -- 'triples' | 'removed' | 'restored'
+    update_seq INTEGER NOT NULL,           -- 1 for the first update of the store, then 2, ... (meta update_seq)
+    updated_at TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS relation_changes (
+    relation_id INTEGER NOT NULL,
+    pid         VARCHAR NOT NULL,
+    change      VARCHAR NOT NULL,          -- 'new' | 'description' | 'removed' | 'restored'
+    update_seq  INTEGER NOT NULL,
+    updated_at  TIMESTAMP NOT NULL
+);
