@@ -36,11 +36,17 @@ def configure_prefect_env() -> None:
 @click.option("--work-dir", default=None, help="stage outputs (default: STORE.work beside the store)")
 @click.option("--clean-work", is_flag=True, help="delete the stage outputs after a successful build")
 @click.option("--threads", default=None, type=int, help="decompression threads")
+@click.option("--update", default=None, metavar="STORE", help="update STORE in place from the newer inputs: ids of "
+              "unchanged entities stay, new ones are appended (flow `update-kg`; options default to STORE's)")
 def main(wikidata: str, wikipedia: str | None, corpus: tuple[str, ...], out: str, top_categories: int,
          category_other: bool, alias_linking: bool, ner: bool, work_dir: str | None, clean_work: bool,
-         threads: int | None) -> None:
+         threads: int | None, update: str | None = None) -> None:
     """Build the KG store from dumps through the Prefect flow `build-kg`; rerunning resumes."""
     configure_prefect_env()
+    if update:
+        from flows.update_kg import update_from_cli
+
+        return update_from_cli(update, wikidata, wikipedia, list(corpus), work_dir, clean_work, threads)
     from flows.build_kg import build_kg, check_inputs
     from kg_store.store import writer_lock
 

@@ -237,3 +237,79 @@ def test_memory_refresh_changed_only(tiny_bert: Path, tiny_store: Path, tmp_path
     result = runner.invoke(main, [*refresh, "--changed-only"])
     assert json.loads(result.output)["encoded_entities"] == 0
     assert torch.equal(EntityMemory.load(run / "memory.safetensors").entity, changed.entity)
+
+
+# --- the dump path end to end: jaket-build-kg --update (the Prefect flow `update-kg`) ----------------------------
+
+
+def _claim(pid: str, qid: str) -> dict:
+    return {"mainsnak": {"snaktype": "value", "property": pid, "datatype": "wikibase-item",
+                         "datavalue": {"value": {"entity-type": "item", "numeric-id": int(qid[1:]), "id": qid},
+                                       "type": "wikibase-entityid"}}, "type": "statement", "rank": "normal"}
+
+
+def _item(qid: str, label: str, desc: str, claims: list[tuple[str, str]], title: str | None = None) -> dict:
+    by_pid: dict[str, list] = {}
+    for pid, tail in claims:
+        by_pid.setdefault(pid, []).append(_claim(pid, tail))
+    return {"type": "item", "id": qid, "labels": {"en": {"language": "en", "value": label}},
+            "descriptions": {"en": {"language": "en", "value": desc}}, "aliases": {}, "claims": by_pid,
+            "sitelinks": {"enwiki": {"site": "enwiki", "title": title}} if title else {}}
+
+
+def _dump(path: Path, items: list[dict]) -> Path:
+    props = [{"type": "property", "id": pid, "datatype": "wikibase-item", "labels": {"en": {"language": "en",
+              "value": label}}, "descriptions": {}, "aliases": {}, "claims": {}}
+             for pid, label in (("P31", "instance of"), ("P17", "country"))]
+    path.write_text("[\n" + ",\n".join(json.dumps(e) for e in items + props) + "\n]\n")
+    return path
+
+
+def _xml(path: Path, paris_lead: str) -> Path:
+    pages = [("Paris", f"'''Paris''' {paris_lead}\n\nIt has a river.", 1),
+             ("Ada", "'''Ada''' was a writer who lived in [[Paris]], [[France]].", 2)]
+    path.write_text('<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.11/" version="0.11">' + "".join(
+        f'<page><title>{t}</title><ns>0</ns><id>{i}</id><revision><id>1</id><text xml:space="preserve">{x}'
+        "</text></revision></page>" for t, x, i in pages) + "</mediawiki>")
+    return path
+
+
+def _build(out: Path, dump: Path, xml: Path) -> Path:
+    from pipelines.wikidata import parse_wikidata
+    from pipelines.wikipedia import parse_wikipedia
+
+    work = out.with_name(out.name + ".stages")
+    parse_wikidata(dump, work / "wikidata")
+    parse_wikipedia(xml, work / "wikidata", work / "wikipedia")
+    return _assembled(out, work / "wikidata", work / "wikipedia")
+
+
+def test_build_kg_update_flow(tmp_path: Path):
+    from flows.cli import main
+
+    v1 = [_item("Q2", "France", "country in Europe", [("P31", "Q6256")]),
+          _item("Q6256", "country", "political entity", []), _item("Q5", "human", "species", []),
+          _item("Q90", "Paris", "capital of France", [("P17", "Q2")], "Paris"),
+          _item("Q7", "Ada", "writer", [("P31", "Q5"), ("P17", "Q2")], "Ada"),
+          _item("Q8", "Bob", "painter", [("P31", "Q5")])]
+    v2 = [e for e in v1 if e["id"] not in ("Q7", "Q8")] + [
+        _item("Q7", "Ada", "writer", [("P31", "Q5")], "Ada"),                                  # a triple removed
+        _item("Q3", "Carl", "chemist", [("P31", "Q5"), ("P17", "Q2")])]                         # new; Bob removed
+    old = _build(tmp_path / "kg.duckdb", _dump(tmp_path / "v1.json", v1),
+                 _xml(tmp_path / "v1.xml", "is the capital of [[France]]."))
+    before = ids(old)
+    dump2, xml2 = _dump(tmp_path / "v2.json", v2), _xml(tmp_path / "v2.xml", "is the largest city of [[France]].")
+    scratch = _build(tmp_path / "scratch.duckdb", dump2, xml2)
+    result = CliRunner().invoke(main, ["--wikidata", str(dump2), "--wikipedia", str(xml2), "--update", str(old)])
+    assert result.exit_code == 0, result.output
+    assert "store updated" in result.output
+    assert by_qid(old) == by_qid(scratch)
+    after = ids(old)
+    assert {q: after[q] for q in before} == before and after["Q3"] == len(before)
+    assert {("Q90", "description"), ("Q3", "new"), ("Q8", "removed"), ("Q7", "triples")} <= changes(old, 1)
+    assert ("Q7", "description") not in changes(old, 1)
+    with store.KGStore(old) as s:
+        assert store.check_integrity(s.con) == []
+        assert s.query("SELECT desc_source FROM entities WHERE qid = 'Q90'") == [("wikipedia",)]
+        assert json.loads(s.meta()["last_update"])["memory_stale"] == 3                    # Q90, Q3, Q8
+    assert not (tmp_path / "kg.duckdb.work" / "update").exists()                             # snapshot deleted
