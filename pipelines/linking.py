@@ -164,11 +164,13 @@ class NerCandidates:
         return out
 
 
-def entity_names(items_path: Path, aliases_path: Path | None) -> pl.LazyFrame:
-    """(qid, name): English labels and aliases, non-empty, distinct."""
+def entity_names(items_path: Path | list[Path], aliases_path: Path | list[Path] | None) -> pl.LazyFrame:
+    """(qid, name): English labels and aliases, non-empty, distinct (paths: one file or a stage's shards)."""
     frames = [pl.scan_parquet(items_path).select("qid", pl.col("label").alias("name"))]
-    if aliases_path is not None and aliases_path.is_file():
-        frames.append(pl.scan_parquet(aliases_path).select("qid", pl.col("alias").alias("name")))
+    aliases = [aliases_path] if isinstance(aliases_path, Path) else list(aliases_path or [])
+    aliases = [path for path in aliases if path.is_file()]
+    if aliases:
+        frames.append(pl.scan_parquet(aliases).select("qid", pl.col("alias").alias("name")))
     return (pl.concat(frames).filter(pl.col("name").is_not_null() & (pl.col("name").str.strip_chars() != ""))
             .unique())
 

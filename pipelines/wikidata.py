@@ -17,13 +17,15 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from io import RawIOBase
 from pathlib import Path
 
 import duckdb
 
 from pipelines import wikidata_sql as sql
-from pipelines.dump_io import compression_of, open_recovering, require_file
+from pipelines.dump_io import RecoveringReader, compression_of, open_recovering, require_file
+from pipelines.progress import progress
 from pipelines.wikidata_chunks import Chunk, DamagedTail, Prefetch, iter_chunks
 from pipelines.wikidata_out import ParquetOutputs
 from pipelines.wikidata_python import Entity, classify, extract
@@ -48,24 +50,49 @@ def parse_wikidata(
 
     Writes items/properties/aliases/claims/rejects.parquet and stats.json (not `_SUCCESS`); returns the stats.
     """
-    started, cpu_started = time.perf_counter(), _cpu_seconds()
     path = require_file(dump_path)
+    threads = max(1, threads or os.cpu_count() or 1)
+    compressed = compression_of(path) != "plain"
+    # compressed input: decompression and parsing share the cores (2 cores: one each, as a pipeline)
+    decompress_threads = max(1, threads // 2) if compressed else 1
+    reader = open_recovering(path, decompress_threads)
+    return parse_reader(reader, path.name, compression_of(path), out_dir, threads=threads,
+                        decompress_threads=decompress_threads if compressed else 0, chunk_bytes=chunk_bytes,
+                        total=_input_total(reader), label=f"wikidata {path.name}")
+
+
+def parse_reader(
+    reader: RawIOBase,
+    source: str,
+    compression: str,
+    out_dir: str | os.PathLike,
+    *,
+    threads: int,
+    decompress_threads: int,
+    chunk_bytes: int | None = None,
+    total: Callable[[], tuple[int, int | None]] | None = None,
+    label: str = "wikidata",
+    on_chunk: Callable[[int, int], None] | None = None,
+) -> dict:
+    """The stage over an open reader of decompressed dump bytes (`error`/`position` as dump_io's recovering
+    reader); closes it. `total()` gives (bytes done, bytes expected) for the progress line; `on_chunk(bytes,
+    entities)` is called after each chunk with the running totals."""
+    started, cpu_started = time.perf_counter(), _cpu_seconds()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    threads = max(1, threads or os.cpu_count() or 1)
-    # compressed input: decompression and parsing share the cores (2 cores: one each, as a pipeline)
-    compressed = compression_of(path) != "plain"
-    decompress_threads = max(1, threads // 2) if compressed else 1
-    parse_threads = max(1, threads - decompress_threads) if compressed else threads
+    parse_threads = max(1, threads - decompress_threads) if decompress_threads else threads
     chunk_bytes = chunk_bytes or BYTES_PER_THREAD * parse_threads
+    total = total or (lambda: (getattr(reader, "position", 0), None))
+    parse_seconds = 0.0
     with contextlib.ExitStack() as cleanup:
+        cleanup.enter_context(contextlib.closing(reader))
         scratch = Path(tempfile.mkdtemp(prefix="wikidata-", dir=_scratch_root(out)))
         cleanup.callback(shutil.rmtree, scratch, ignore_errors=True)
-        reader = cleanup.enter_context(contextlib.closing(open_recovering(path, decompress_threads)))
-        run = _Run(path.name, ParquetOutputs(out))
+        run = _Run(source, ParquetOutputs(out))
         cleanup.callback(run.outputs.close)
         config = {"threads": parse_threads, "preserve_insertion_order": True, "temp_directory": str(scratch)}
         con = cleanup.enter_context(duckdb.connect(config=config))
+        bar = cleanup.enter_context(progress(total=total()[1], desc=label, unit="B", unit_scale=True))
         chunks = Prefetch(
             _written(iter_chunks(reader, chunk_bytes, lambda: reader.error is not None), scratch)
         )
@@ -74,19 +101,43 @@ def parse_wikidata(
             if isinstance(chunk, DamagedTail):
                 run.damaged(chunk.line_number, chunk.raw, reader.error)
             else:
+                t0 = time.perf_counter()
                 run.chunk(con, chunk)
+                parse_seconds += time.perf_counter() - t0
                 os.remove(chunk.path)  # type: ignore[arg-type]
             del chunk  # release the buffer while waiting for the next one
+            done = total()[0]
+            bar.update(done - bar.n)
+            entities = run.counts["items"] + run.counts["properties"]
+            bar.set_postfix(entities=f"{entities:,}")
+            if on_chunk is not None:
+                on_chunk(done, entities)
         if reader.error and not run.truncation_recorded:
             run.damaged(run.lines + 1, b"", reader.error)
-    stats = run.stats(compression_of(path), threads, reader, time.perf_counter() - started)
+    stats = run.stats(compression, threads, reader, time.perf_counter() - started)
     stats["cpu_seconds"] = round(_cpu_seconds() - cpu_started, 3)  # all threads of this process
-    stats["parse_threads"], stats["decompress_threads"] = (
-        parse_threads,
-        decompress_threads if compressed else 0,
-    )
+    stats["parse_threads"], stats["decompress_threads"] = parse_threads, decompress_threads
+    stats["parse_seconds"] = round(parse_seconds, 3)
+    if hasattr(reader, "read_seconds"):
+        stats["read_seconds"] = round(reader.read_seconds, 3)
     (out / "stats.json").write_text(json.dumps(stats, indent=1, sort_keys=True) + "\n")
     return stats
+
+
+def _input_total(reader: RecoveringReader) -> Callable[[], tuple[int, int | None]]:
+    """Progress of a whole-file read: compressed bytes consumed of the file size (the decompressed size of a
+    compressed file is unknown until the end), or decompressed bytes of a plain file."""
+    size = reader.path.stat().st_size
+
+    def done() -> tuple[int, int | None]:
+        if reader.kind == "plain":
+            return reader.position, size
+        try:
+            return min(size, int(reader.inner.tell_compressed()) // 8), size  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - the recovering tail has no compressed position
+            return size, size
+
+    return done
 
 
 def _cpu_seconds() -> float:

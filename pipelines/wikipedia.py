@@ -26,10 +26,11 @@ from typing import BinaryIO
 import polars as pl
 import pyarrow as pa
 
-from pipelines.dump_io import READ_BUFFER, open_recovering, require_file
+from pipelines.dump_io import READ_BUFFER, InputMissing, open_recovering, require_file
 from pipelines.linking import AliasLinker, NerCandidates, entity_names, resolve_ner
 from pipelines.progress import progress
 from pipelines.sentences import DEFAULT_MAX_PASSAGE_CHARS, locate, make_passages
+from pipelines.shards import stage_files
 from pipelines.text_stage import (
     DOCUMENTS,
     MENTIONS,
@@ -186,7 +187,7 @@ def follow_redirects(redirects: pl.DataFrame, max_hops: int = MAX_HOPS) -> tuple
     return done, pl.DataFrame({"title": stuck, "reason": reasons}, schema={"title": pl.String, "reason": pl.String})
 
 
-def title_index(items_path: Path, finals: pl.DataFrame) -> pl.DataFrame:
+def title_index(items_path: Path | list[Path], finals: pl.DataFrame) -> pl.DataFrame:
     """(title, qid, via_redirect): sitelink titles, redirect titles whose final target has an entity, and
     article titles reached by a sitelink that is itself a redirect."""
     sitelinks = (pl.scan_parquet(items_path).select(pl.col("enwiki_title").alias("title"), "qid")
@@ -202,7 +203,7 @@ def title_index(items_path: Path, finals: pl.DataFrame) -> pl.DataFrame:
             .select("title", "qid", (pl.col("prio") > 0).alias("via_redirect")))
 
 
-def _resolve(tmp: Path, items_path: Path, out: Path, source: str, stats: dict) -> pl.DataFrame:
+def _resolve(tmp: Path, items_path: list[Path], out: Path, source: str, stats: dict) -> pl.DataFrame:
     redirects = pl.read_parquet(tmp / "redirects.parquet").unique("title", keep="first", maintain_order=True)
     redirects.write_parquet(out / "redirects.parquet")
     finals, stuck = follow_redirects(redirects)
@@ -234,7 +235,7 @@ def _resolve(tmp: Path, items_path: Path, out: Path, source: str, stats: dict) -
     return index
 
 
-def _link_extra(tmp: Path, items_path: Path, aliases_path: Path, alias_linking: bool, ner: bool,
+def _link_extra(tmp: Path, items_path: list[Path], aliases_path: list[Path], alias_linking: bool, ner: bool,
                 stats: dict) -> list[Path]:
     """Pass 3: alias mentions (and NER candidates) per article; returns the Parquet files of extra mentions."""
     names = entity_names(items_path, aliases_path)
@@ -310,8 +311,7 @@ def parse_wikipedia(xml_path: str | Path, wikidata_dir: str | Path, out_dir: str
     """Run the stage; returns (and writes to stats.json) its counts. See pipelines/README.md for outputs."""
     t0 = time.perf_counter()
     xml_path = require_file(xml_path)
-    items_path = require_file(Path(wikidata_dir) / "items.parquet")
-    aliases_path = Path(wikidata_dir) / "aliases.parquet"
+    wikidata_items(wikidata_dir)
     out, tmp = prepare_out_dir(out_dir)
     source = xml_path.name
     rejects = Rejects(tmp / "rejects_stream.parquet", STAGE, source)
@@ -320,6 +320,23 @@ def parse_wikipedia(xml_path: str | Path, wikidata_dir: str | Path, out_dir: str
     streamer.close()
     rejects.close()
     stats: dict = dict(streamer.stats, truncated=truncated)
+    return finish_wikipedia(tmp, wikidata_dir, out, source, stats, t0, alias_linking=alias_linking, ner=ner)
+
+
+def wikidata_items(wikidata_dir: str | Path) -> list[Path]:
+    """items.parquet of the wikidata stage (one file, or its shards' files); InputMissing when there is none."""
+    items = stage_files(wikidata_dir, "items")
+    if not items:
+        raise InputMissing(f"input file not found: {Path(wikidata_dir) / 'items.parquet'}")
+    return items
+
+
+def finish_wikipedia(tmp: Path, wikidata_dir: str | Path, out: Path, source: str, stats: dict, t0: float, *,
+                     alias_linking: bool = True, ner: bool = False) -> dict:
+    """Passes 2 and 3 over the pass-1 files in `tmp` (docs, passages, links, redirects, rejects_stream):
+    resolve links and documents, add alias/NER mentions, write the stage's files and stats."""
+    items_path = wikidata_items(wikidata_dir)
+    aliases_path = stage_files(wikidata_dir, "aliases")
     _resolve(tmp, items_path, out, source, stats)
     extra = _link_extra(tmp, items_path, aliases_path, alias_linking, ner, stats) if alias_linking or ner else []
     cols = list(MENTIONS.names)

@@ -1,0 +1,104 @@
+"""The `wikipedia` stage in shards: pass 1 (XML -> cleaned articles, passages, links, redirects) runs per byte
+range of the XML, split on `<page>` lines; `merge_wikipedia_shards` concatenates the shards' pass-1 files
+in order (article sequence numbers shifted by the articles of the shards before) and runs passes 2 and 3
+(redirects, title -> QID, alias/NER mentions) once, exactly as the one-shard stage does.
+
+Each shard reads its range wrapped in the dump's own root element (`<mediawiki xmlns=...>`), so the
+namespace-agnostic page reader sees a complete document.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from pipelines.dump_io import READ_BUFFER
+from pipelines.sentences import DEFAULT_MAX_PASSAGE_CHARS
+from pipelines.shards import PAGE_START, Shard, ShardPlan, open_seekable, open_shard, peak_rss_mib
+from pipelines.text_stage import REJECTS, Rejects, prepare_out_dir
+from pipelines.wikipedia import STAGE, _read, _Streamer, finish_wikipedia, wikidata_items
+
+PASS1 = ("docs", "passages", "links", "redirects", "rejects_stream")
+_ROOT = re.compile(rb"<mediawiki\b[^>]*>")
+
+
+def root_tag(path: str | os.PathLike, index_file: str | None) -> bytes:
+    """The dump's opening root element (with its namespace declarations)."""
+    with open_seekable(path, index_file) as stream:
+        head = stream.read(1 << 16)
+    match = _ROOT.search(head)
+    return (match.group(0) if match else b"<mediawiki>") + b"\n"
+
+
+def parse_wikipedia_shard(xml: str | os.PathLike, out_dir: str | os.PathLike, plan: ShardPlan, shard: Shard, *,
+                          max_passage_chars: int = DEFAULT_MAX_PASSAGE_CHARS) -> dict:
+    """Pass 1 of one shard into `out_dir`: docs/passages/links/redirects/rejects_stream.parquet + stats.json.
+    Sequence numbers count the shard's own articles from 0."""
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    reader = open_shard(xml, shard, plan.size, plan.index_file, PAGE_START,
+                        prefix=root_tag(xml, plan.index_file), suffix=b"</mediawiki>\n")
+    rejects = Rejects(out / "rejects_stream.parquet", STAGE, Path(xml).name)
+    streamer = _Streamer(out, rejects, max_passage_chars)
+    error = None
+    if reader.length:
+        error = _read(io.BufferedReader(reader, READ_BUFFER), streamer)
+    else:
+        reader.close()
+    streamer.close()
+    rejects.close()
+    stats = dict(streamer.stats, shard=shard.as_dict(), begin=reader.begin, stop=reader.stop,
+                 decompressed_bytes=reader.position, read_seconds=round(reader.read_seconds, 3),
+                 xml_error=None if error is None else str(error), peak_rss_mib=peak_rss_mib(), pid=os.getpid(),
+                 wall_seconds=round(time.perf_counter() - t0, 3))
+    (out / "stats.json").write_text(json.dumps(stats, indent=1, sort_keys=True) + "\n")
+    return stats
+
+
+def merge_wikipedia_shards(xml: str | os.PathLike, wikidata_dir: str | os.PathLike, stage_dir: str | os.PathLike,
+                           plan: ShardPlan, finished: dict[int, dict], *, alias_linking: bool = True,
+                           ner: bool = False) -> dict:
+    """Passes 2 and 3 over the shards' pass-1 files (all shards must have finished); writes the stage's files."""
+    t0 = time.perf_counter()
+    wikidata_items(wikidata_dir)
+    out, tmp = prepare_out_dir(stage_dir)
+    source = Path(xml).name
+    counters = ("pages", "articles", "redirects", "redirect_pages", "other_namespace_pages", "passages", "links",
+                "links_crossing_passage", "pages_with_broken_wikitext")
+    stats: dict = dict.fromkeys(counters, 0)
+    frames: dict[str, list[pl.LazyFrame]] = {name: [] for name in PASS1}
+    parse_errors = []
+    for shard in plan.shards:
+        shard_stats, folder = finished[shard.index], out / shard.name
+        for name in PASS1:
+            frame = pl.scan_parquet(folder / f"{name}.parquet")
+            if name in ("docs", "passages", "links"):
+                frame = frame.with_columns(pl.col("seq") + stats["articles"])
+            frames[name].append(frame)
+        if shard_stats.get("xml_error"):
+            parse_errors.append((f"after page {stats['pages'] + shard_stats['pages']}", shard_stats["xml_error"]))
+        for key in counters:
+            stats[key] += int(shard_stats.get(key) or 0)
+    for name, parts in frames.items():
+        pl.concat(parts).sink_parquet(tmp / f"{name}.parquet")
+    if parse_errors:  # an XML error ends its shard only; the shards after it are read
+        extra = Rejects(tmp / "rejects_xml.parquet", STAGE, source)
+        for position, message in parse_errors:
+            extra.reject(position, "xml_parse_error", message, "kept")
+        extra.close()
+        merged = pl.concat([pl.scan_parquet(tmp / "rejects_stream.parquet"),
+                            pl.scan_parquet(tmp / "rejects_xml.parquet")]).collect()
+        merged.write_parquet(tmp / "rejects_stream.parquet")
+    assert pq.read_schema(tmp / "rejects_stream.parquet").names == REJECTS.names
+    stats.update(truncated=bool(parse_errors), shards=len(plan.shards),
+                 shard_seconds_max=max((s.get("wall_seconds") or 0 for s in finished.values()), default=0),
+                 peak_rss_mib_max=max((s.get("peak_rss_mib") or 0 for s in finished.values()), default=0))
+    return finish_wikipedia(tmp, wikidata_dir, out, source, stats, t0, alias_linking=alias_linking, ner=ner)
