@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -90,6 +91,11 @@ def encode_descriptions(lm: torch.nn.Module, tokens: TokenizedTexts, index: torc
     return out.clone()  # leave inference mode: an ordinary tensor
 
 
+# encode(lm, tokens, pad_id=..., batch_tokens=..., progress=..., desc=...) -> [len(tokens), F]: how a memory build /
+# refresh encodes ALL descriptions (encode_descriptions by default; jaket.distributed.ShardedEncoder under DDP)
+Encoder = Callable[..., torch.Tensor]
+
+
 def _fingerprint(tensors: list[torch.Tensor]) -> str:
     import hashlib
 
@@ -107,6 +113,12 @@ def memory_cache_key(lm: torch.nn.Module, entity_tokens: TokenizedTexts, relatio
     return f"{_fingerprint(lm1)}-{_fingerprint(toks)}"
 
 
+def memory_cache_path(cache_dir: str | os.PathLike, lm: torch.nn.Module, entity_tokens: TokenizedTexts,
+                      relation_tokens: TokenizedTexts) -> Path:
+    """CACHE_DIR/memory-<memory_cache_key>.safetensors."""
+    return Path(cache_dir) / f"memory-{memory_cache_key(lm, entity_tokens, relation_tokens)}.safetensors"
+
+
 class EntityMemory:
     """E^context [N, F] and the relation description encodings [P, F], with the refresh state."""
 
@@ -120,13 +132,13 @@ class EntityMemory:
     @classmethod
     def build(cls, lm: torch.nn.Module, entity_tokens: TokenizedTexts, relation_tokens: TokenizedTexts,
               pad_id: int, schedule: RefreshSchedule | None = None, batch_tokens: int = 8192,
-              progress: bool = True) -> EntityMemory:
+              progress: bool = True, encode: Encoder | None = None) -> EntityMemory:
+        encode = encode or encode_descriptions
         was_training = lm.training
         lm.eval()
-        ent = encode_descriptions(lm, entity_tokens, pad_id=pad_id, batch_tokens=batch_tokens,
-                                  progress=progress, desc="memory: entities")
-        rel = encode_descriptions(lm, relation_tokens, pad_id=pad_id, batch_tokens=batch_tokens,
-                                  progress=False)
+        ent = encode(lm, entity_tokens, pad_id=pad_id, batch_tokens=batch_tokens, progress=progress,
+                     desc="memory: entities")
+        rel = encode(lm, relation_tokens, pad_id=pad_id, batch_tokens=batch_tokens, progress=False)
         lm.train(was_training)
         return cls(ent, rel, schedule)
 
@@ -139,22 +151,35 @@ class EntityMemory:
         same tokenized descriptions (repeated runs, baselines over seeds). The cache holds no training state."""
         if cache_dir is None:
             return cls.build(lm, entity_tokens, relation_tokens, pad_id, schedule, batch_tokens, progress)
-        path = Path(cache_dir) / f"memory-{memory_cache_key(lm, entity_tokens, relation_tokens)}.safetensors"
-        if path.exists():
-            try:
-                cached = cls.load(path, next(lm.parameters()).device)
-                return cls(cached.entity, cached.relation, schedule)
-            except Exception:  # noqa: BLE001 - a broken cache file is rebuilt
-                pass
+        path = memory_cache_path(cache_dir, lm, entity_tokens, relation_tokens)
+        cached = cls.load_cache(path, schedule, next(lm.parameters()).device)
+        if cached is not None:
+            return cached
         memory = cls.build(lm, entity_tokens, relation_tokens, pad_id, schedule, batch_tokens, progress)
+        memory.save_cache(path)
+        return memory
+
+    @classmethod
+    def load_cache(cls, path: Path, schedule: RefreshSchedule | None = None,
+                   device: str | torch.device = "cpu") -> EntityMemory | None:
+        """A cached build (values only, a fresh refresh state), or None when absent or unreadable."""
+        if not path.exists():
+            return None
+        try:
+            cached = cls.load(path, device)
+        except Exception:  # noqa: BLE001 - a broken cache file is rebuilt
+            return None
+        return cls(cached.entity, cached.relation, schedule)
+
+    def save_cache(self, path: Path) -> None:
+        """Write a build cache atomically (temp name + os.replace); a cache that cannot be written is skipped."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}")
-            memory.save(tmp)
+            self.save(tmp)
             os.replace(tmp, path)
         except OSError:
             pass
-        return memory
 
     @property
     def next_refresh(self) -> int:
@@ -170,12 +195,13 @@ class EntityMemory:
         self.entity.mul_(m).add_(new.to(self.entity), alpha=1 - m)
 
     def refresh(self, lm: torch.nn.Module, entity_tokens: TokenizedTexts, pad_id: int, step: int,
-                batch_tokens: int = 8192, progress: bool = False) -> None:
-        """Re-encode every description with the current LM1 (eval mode, no grad) and apply the momentum."""
+                batch_tokens: int = 8192, progress: bool = False, encode: Encoder | None = None) -> None:
+        """Re-encode every description with the current LM1 (eval mode, no grad) and apply the momentum.
+        `encode` replaces encode_descriptions (under DDP: each rank encodes a shard, then all-gather)."""
         was_training = lm.training
         lm.eval()
-        new = encode_descriptions(lm, entity_tokens, pad_id=pad_id, batch_tokens=batch_tokens,
-                                  progress=progress, desc="memory refresh")
+        new = (encode or encode_descriptions)(lm, entity_tokens, pad_id=pad_id, batch_tokens=batch_tokens,
+                                               progress=progress, desc="memory refresh")
         lm.train(was_training)
         self.momentum_update(new)
         self.refreshes += 1

@@ -14,6 +14,9 @@ So LM1 learns from the KG losses through the description path at refresh steps, 
 
 from __future__ import annotations
 
+import contextlib
+import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -28,7 +31,7 @@ from jaket.losses import (
     relation_loss,
     token_loss,
 )
-from jaket.memory import EntityMemory, RefreshSchedule, encode_descriptions
+from jaket.memory import Encoder, EntityMemory, RefreshSchedule, encode_descriptions
 from jaket.model import JAKETModel
 from jaket.sampling import (
     GraphTensors,
@@ -83,6 +86,47 @@ class TrainConfig:
         return asdict(self)
 
 
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup, then linear / cosine decay to 0 at cfg.steps (or constant)."""
+    warm = cfg.warmup if cfg.warmup >= 1 else cfg.warmup * cfg.steps
+    if warm > 0 and step < warm:
+        return (step + 1) / warm
+    if cfg.decay == "constant":
+        return 1.0
+    progress = min(1.0, (step - warm) / max(1.0, cfg.steps - warm))
+    if cfg.decay == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    return max(0.0, 1 - progress)
+
+
+def make_optimizer(model: JAKETModel, cfg: TrainConfig) -> torch.optim.AdamW:
+    """Two learning rates: the pretrained encoder (lr) and everything new (km_lr: KM, merge LayerNorm, heads,
+    and the MLM head's transform when the checkpoint had none). No weight decay on biases / norms."""
+    fresh_head = bool(model.config.extra.get("fresh_mlm_head", False))
+    groups: dict[tuple[bool, bool], list] = {(a, b): [] for a in (True, False) for b in (True, False)}
+    word = model.lm.word_embeddings.weight
+    for name, param in model.named_parameters():
+        head = name.startswith(("lm.masked_lm.cls.", "lm.masked_lm.lm_head.")) and param is not word
+        is_new = not name.startswith("lm.") or (fresh_head and head)
+        groups[(is_new, param.ndim >= 2)].append(param)
+    param_groups = []
+    for (is_new, decay), params in groups.items():
+        if params:
+            lr = cfg.km_lr if is_new else cfg.lr
+            param_groups.append({"params": params, "lr": lr, "base_lr": lr,
+                                 "weight_decay": cfg.weight_decay if decay else 0.0})
+    return torch.optim.AdamW(param_groups, foreach=True)
+
+
+def autocast_context(device: torch.device, precision: str) -> Callable[[], contextlib.AbstractContextManager]:
+    """bf16: torch.autocast over the step's forward (matmuls in bf16, reductions and losses in fp32)."""
+    if precision == "bf16":
+        return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if precision != "fp32":
+        raise ValueError(f"precision must be fp32 or bf16, not {precision!r}")
+    return contextlib.nullcontext
+
+
 def local_index(node_ids: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
     """Position of each global id of `query` in `node_ids` (all must be present)."""
     sorted_ids, perm = torch.sort(node_ids)
@@ -90,8 +134,13 @@ def local_index(node_ids: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
 
 
 class Pretrainer:
+    """One rank's step. Under DDP (jaket.distributed) `rank` seeds this rank's sampler stream (seed + rank: rank 0
+    draws what a 1-process run draws) and `encode` is the sharded memory encoder (every rank then holds the same
+    full memory after a refresh)."""
+
     def __init__(self, model: JAKETModel, tokenizer: object, store: object, memory: EntityMemory,
-                 entity_tokens: TokenizedTexts, cfg: TrainConfig) -> None:
+                 entity_tokens: TokenizedTexts, cfg: TrainConfig, rank: int = 0,
+                 encode: Encoder | None = None) -> None:
         self.model, self.tokenizer, self.store, self.memory = model, tokenizer, store, memory
         self.entity_tokens, self.cfg = entity_tokens, cfg
         self.device = torch.device(cfg.device)
@@ -103,7 +152,8 @@ class Pretrainer:
         self.categories = torch.from_numpy(store.entity_categories()).long()
         self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
         self.pad_id = int(tokenizer.pad_token_id)
-        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.generator = torch.Generator().manual_seed(cfg.seed + rank)
+        self.encode = encode
 
     # ---- E^(0) ----
     def entity_inputs(self, node_ids: torch.Tensor, refreshed: bool) -> torch.Tensor:
@@ -121,7 +171,8 @@ class Pretrainer:
     def maybe_refresh(self, step: int) -> bool:
         if self.cfg.e0_mode != "memory" or not self.memory.due(step):
             return False
-        self.memory.refresh(self.model.lm, self.entity_tokens, self.pad_id, step, self.cfg.batch_tokens)
+        self.memory.refresh(self.model.lm, self.entity_tokens, self.pad_id, step, self.cfg.batch_tokens,
+                            encode=self.encode)
         return True
 
     # ---- the step ----

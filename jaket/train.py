@@ -1,47 +1,37 @@
 """`jaket-train`: JAKET pretraining on a KG store (DESIGN.md part 2 contract).
 
 RUN_DIR gets model.safetensors, memory.safetensors, config.json, metrics.jsonl, loss.png, plus the resume
-state (optimizer.safetensors, rng.safetensors, trainer_state.json) and lm/ (encoder config + tokenizer).
+state (optimizer.safetensors, rng.safetensors [+ rng-rank<r>.safetensors per extra DDP rank],
+trainer_state.json, written atomically as one checkpoint) and lm/ (encoder config + tokenizer).
+Multi-process: `torchrun --nproc_per_node N -m jaket.train ...` or `jaket-train --nproc N ...` (distributed.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import click
 import torch
 
-from jaket.checkpoint import load_optimizer, load_rng, save_optimizer, save_rng, write_json
+from jaket import distributed as dist
+from jaket.checkpoint import load_optimizer, load_rng, save_optimizer, write_json
+from jaket.checkpoint_commit import commit, recover
 from jaket.losses import LOSS_NAMES, LossWeights
 from jaket.memory import EntityMemory, RefreshSchedule
 from jaket.model import JAKETConfig, JAKETModel
-from jaket.pretrain import Pretrainer, TrainConfig
+from jaket.pretrain import Pretrainer, TrainConfig, autocast_context, lr_factor, make_optimizer
 
 
-def lr_factor(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup, then linear / cosine decay to 0 at cfg.steps (or constant)."""
-    warm = cfg.warmup if cfg.warmup >= 1 else cfg.warmup * cfg.steps
-    if warm > 0 and step < warm:
-        return (step + 1) / warm
-    if cfg.decay == "constant":
-        return 1.0
-    progress = min(1.0, (step - warm) / max(1.0, cfg.steps - warm))
-    if cfg.decay == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * progress))
-    return max(0.0, 1 - progress)
-
-
-def pick_threads(spec: str | int) -> int:
+def pick_threads(spec: str | int, share: int = 1) -> int:
     """torch intra-op threads: an int, or 'auto' = the cores not already busy (1-minute load average), at least
-    1. On a shared box torch's extra threads spin-wait against other jobs: measured here under a load of ~5 on
-    2 cores, one thread ran a MiniLM training step 5x faster (1.5 s against 7.8 s)."""
+    1, divided among `share` processes of this machine (DDP ranks). On a shared box torch's extra threads
+    spin-wait against other jobs: measured here under a load of ~5 on 2 cores, one thread ran a MiniLM training
+    step 5x faster (1.5 s against 7.8 s)."""
     if str(spec) != "auto":
         return max(1, int(spec))
     cores = os.cpu_count() or 1
@@ -49,26 +39,27 @@ def pick_threads(spec: str | int) -> int:
         busy = os.getloadavg()[0]
     except OSError:
         busy = 0.0
-    return max(1, min(torch.get_num_threads(), int(cores - busy + 0.5)))
+    return max(1, min(torch.get_num_threads(), int(cores - busy + 0.5) // max(1, share)))
 
 
-def make_optimizer(model: JAKETModel, cfg: TrainConfig) -> torch.optim.AdamW:
-    """Two learning rates: the pretrained encoder (lr) and everything new (km_lr: KM, merge LayerNorm, heads,
-    and the MLM head's transform when the checkpoint had none). No weight decay on biases / norms."""
-    fresh_head = bool(model.config.extra.get("fresh_mlm_head", False))
-    groups: dict[tuple[bool, bool], list] = {(a, b): [] for a in (True, False) for b in (True, False)}
-    word = model.lm.word_embeddings.weight
-    for name, param in model.named_parameters():
-        head = name.startswith(("lm.masked_lm.cls.", "lm.masked_lm.lm_head.")) and param is not word
-        is_new = not name.startswith("lm.") or (fresh_head and head)
-        groups[(is_new, param.ndim >= 2)].append(param)
-    param_groups = []
-    for (is_new, decay), params in groups.items():
-        if params:
-            lr = cfg.km_lr if is_new else cfg.lr
-            param_groups.append({"params": params, "lr": lr, "base_lr": lr,
-                                 "weight_decay": cfg.weight_decay if decay else 0.0})
-    return torch.optim.AdamW(param_groups, foreach=True)
+class _KeepArgs(click.Command):
+    """Keeps the raw arguments (ctx.meta['argv']) so that --nproc can re-launch the same command line."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["argv"] = list(args)
+        return super().parse_args(ctx, args)
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
 
 
 def _descriptions(store: object, tokenizer: object, mcfg: JAKETConfig) -> tuple:
@@ -90,7 +81,8 @@ def train(kg: str | os.PathLike, out: str | os.PathLike, tcfg: TrainConfig | Non
           overrides: dict | None = None) -> Path:
     """Pretrain (or resume when `resume`, reading out/config.json). Returns the run directory.
     `time_limit` (seconds of training, setup excluded) stops and saves early, like `stop_after`; a resume
-    continues the same schedule. `overrides` replaces TrainConfig fields on resume (steps, device, precision)."""
+    continues the same schedule. `overrides` replaces TrainConfig fields on resume (steps, device, precision).
+    Under torchrun (WORLD_SIZE > 1) every rank calls this: see jaket/distributed.py for what is sharded."""
     from jaket.lm import checkpoint_has_mlm_head, load_tokenizer, resolve_lm
     from jaket.tokens import cache_dir
     from kg_store.store import KGStore
@@ -101,13 +93,21 @@ def train(kg: str | os.PathLike, out: str | os.PathLike, tcfg: TrainConfig | Non
         saved = json.loads((out / "config.json").read_text())
         tcfg = TrainConfig.from_dict({**saved["train"], **(overrides or {})})
         mcfg = JAKETConfig.from_dict(saved["model"])
-        start = json.loads((out / "trainer_state.json").read_text())["step"]
     tcfg = tcfg or TrainConfig()
     mcfg = mcfg or JAKETConfig()
-    device = torch.device(tcfg.device)
+    env = dist.setup(tcfg.device)
+    quiet, progress = quiet or not env.is_main, progress and env.is_main
+    device = dist.device_for(env, tcfg.device)
+    if env.is_main and out.exists():
+        state = recover(out)
+        if state != "none":
+            _say(f"an interrupted checkpoint write was {state}", quiet)
+    dist.barrier(env)
     store = KGStore(kg)
     t0 = time.perf_counter()
     if resume:
+        trainer_state = json.loads((out / "trainer_state.json").read_text())
+        start = trainer_state["step"]
         tokenizer = load_tokenizer(out / "lm")
         model = JAKETModel.load(out, device)
         memory = EntityMemory.load(out / "memory.safetensors", device)
@@ -121,29 +121,41 @@ def train(kg: str | os.PathLike, out: str | os.PathLike, tcfg: TrainConfig | Non
                       "lm_path": resolve_lm(mcfg.lm)}
         tokenizer = load_tokenizer(mcfg.lm)
         model = JAKETModel.from_lm(mcfg).to(device)
+        if env.rank:
+            torch.manual_seed(tcfg.seed + env.rank)    # this rank's own dropout stream (rank 0: unchanged)
         ent_tokens, rel_tokens = _descriptions(store, tokenizer, mcfg)
-        _say(f"memory: encoding {len(ent_tokens)} entity descriptions with LM1 ...", quiet)
+        _say(f"memory: encoding {len(ent_tokens)} entity descriptions with LM1 "
+             f"({env.world_size} rank(s)) ...", quiet)
         tb = time.perf_counter()
-        memory = EntityMemory.build_cached(cache_dir(store.path), model.lm, ent_tokens, rel_tokens,
-                                           int(tokenizer.pad_token_id), tcfg.refresh, tcfg.batch_tokens,
-                                           progress=progress)
+        memory = dist.build_memory(env, cache_dir(store.path), model.lm, ent_tokens, rel_tokens,
+                                   int(tokenizer.pad_token_id), tcfg.refresh, tcfg.batch_tokens, progress=progress)
         memory.entity, memory.relation = memory.entity.to(device), memory.relation.to(device)
         mcfg.extra["memory_build_s"] = round(time.perf_counter() - tb, 3)
         if mcfg.num_relations:
             model.km.set_relations(memory.relation)       # R initialised from relation descriptions
-        out.mkdir(parents=True, exist_ok=True)
-        tokenizer.save_pretrained(out / "lm")
-        (out / "metrics.jsonl").write_text("")
+        if env.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            tokenizer.save_pretrained(out / "lm")
+            (out / "metrics.jsonl").write_text("")
     model.train()
-    trainer = Pretrainer(model, tokenizer, store, memory, ent_tokens, tcfg)
+    encoder = dist.ShardedEncoder(env) if env.distributed else None
+    trainer = Pretrainer(model, tokenizer, store, memory, ent_tokens, tcfg, rank=env.rank, encode=encoder)
     optimizer = make_optimizer(model, tcfg)
+    step_fn = dist.wrap_step(model, trainer.losses, env, device)
     if resume:
         load_optimizer(optimizer, out / "optimizer.safetensors")
-        load_rng(out / "rng.safetensors", {"sampler": trainer.generator})
-        _truncate_metrics(out / "metrics.jsonl", start)
+        rng = out / _rng_name(env.rank)
+        if rng.exists():
+            load_rng(rng, {"sampler": trainer.generator})
+        else:                                          # resumed on more ranks than it was saved with
+            trainer.generator.manual_seed(tcfg.seed + env.rank + 7919 * start)
+        if env.is_main:
+            _truncate_metrics(out / "metrics.jsonl", start)
     config = {"model": mcfg.to_dict(), "train": tcfg.to_dict(), "kg": str(Path(kg).resolve())}
-    write_json(out / "config.json", config)
-    _say(f"setup {time.perf_counter() - t0:.1f}s; training steps {start}..{tcfg.steps} on {device}", quiet)
+    if env.is_main:
+        write_json(out / "config.json", config)
+    ranks = f" x {env.world_size} ranks ({env.backend})" if env.distributed else ""
+    _say(f"setup {time.perf_counter() - t0:.1f}s; training steps {start}..{tcfg.steps} on {device}{ranks}", quiet)
 
     end = tcfg.steps if stop_after is None else min(tcfg.steps, stop_after)
     bar = None
@@ -151,7 +163,7 @@ def train(kg: str | os.PathLike, out: str | os.PathLike, tcfg: TrainConfig | Non
         from pipelines.progress import progress as progress_bar
 
         bar = progress_bar(total=tcfg.steps, initial=start, desc="jaket-train", unit="step", dynamic_ncols=True)
-    metrics = open(out / "metrics.jsonl", "a")
+    metrics = open(out / "metrics.jsonl", "a") if env.is_main else None
     step = start
     t_train = time.perf_counter()
     deadline = t_train + time_limit if time_limit else None
@@ -161,8 +173,9 @@ def train(kg: str | os.PathLike, out: str | os.PathLike, tcfg: TrainConfig | Non
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * lr_factor(step, tcfg)
             with autocast():
-                total, logged, info = trainer.losses(step)
-            if not torch.isfinite(total):
+                total, logged, info = step_fn(step)
+            loss, logged = dist.reduce_losses(total, logged, env)       # averaged over ranks
+            if not math.isfinite(loss):
                 raise RuntimeError(f"non-finite loss at step {step}: {logged}")
             optimizer.zero_grad(set_to_none=True)
             total.backward()
@@ -170,8 +183,8 @@ def train(kg: str | os.PathLike, out: str | os.PathLike, tcfg: TrainConfig | Non
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.max_grad_norm)
             optimizer.step()
             done = step + 1
-            if done % tcfg.log_every == 0 or done == end:
-                row = {"step": done, "loss": float(total.detach()), **logged, "lr": optimizer.param_groups[0]["lr"],
+            if metrics is not None and (done % tcfg.log_every == 0 or done == end):
+                row = {"step": done, "loss": loss, **logged, "lr": optimizer.param_groups[0]["lr"],
                        "refresh": info["refresh"], "nodes": info["nodes"], "edges": info["edges"],
                        "time": round(time.perf_counter() - t_train, 4)}
                 metrics.write(json.dumps(row) + "\n")
@@ -179,22 +192,26 @@ def train(kg: str | os.PathLike, out: str | os.PathLike, tcfg: TrainConfig | Non
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in logged.items() if v is not None}, refresh=False)
-            if deadline is not None and time.perf_counter() > deadline and done < end:
+            if deadline is not None and done < end and dist.broadcast_flag(time.perf_counter() > deadline, env):
                 _say(f"\ntime limit reached after step {done}: saving (resume with --resume {out})", quiet)
                 end = done
                 break
             if tcfg.save_every and done % tcfg.save_every == 0 and done < end:
-                _save(out, model, memory, optimizer, trainer, done)
+                _save(out, model, memory, optimizer, trainer, done, env)
         step = end
     except KeyboardInterrupt:
-        _say(f"\ninterrupted: saving the state after step {step} (resume with --resume {out})", quiet)
-        _save(out, model, memory, optimizer, trainer, step)
+        if env.distributed:       # ranks stop at different points: no collective save; the last one is kept
+            _say(f"\ninterrupted: the last checkpoint is kept (resume with --resume {out})", quiet)
+        else:
+            _say(f"\ninterrupted: saving the state after step {step} (resume with --resume {out})", quiet)
+            _save(out, model, memory, optimizer, trainer, step, env)
         raise
     finally:
-        metrics.close()
+        if metrics is not None:
+            metrics.close()
         if bar is not None:
             bar.close()
-    _save(out, model, memory, optimizer, trainer, step)
+    _save(out, model, memory, optimizer, trainer, step, env)
     elapsed = time.perf_counter() - t_train
     if end > start:
         _say(f"{end - start} steps in {elapsed:.1f}s ({(end - start) / max(elapsed, 1e-9):.2f} steps/s); "
@@ -203,35 +220,51 @@ def train(kg: str | os.PathLike, out: str | os.PathLike, tcfg: TrainConfig | Non
     return out
 
 
-def autocast_context(device: torch.device, precision: str) -> Callable[[], contextlib.AbstractContextManager]:
-    """bf16: torch.autocast over the step's forward (matmuls in bf16, reductions and losses in fp32)."""
-    if precision == "bf16":
-        return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    if precision != "fp32":
-        raise ValueError(f"precision must be fp32 or bf16, not {precision!r}")
-    return contextlib.nullcontext
+def _rng_name(rank: int) -> str:
+    """Rank 0 keeps the 1-process name; rank r > 0 saves rng-rank<r>.safetensors."""
+    return "rng.safetensors" if rank == 0 else f"rng-rank{rank}.safetensors"
 
 
 def _save(out: Path, model: JAKETModel, memory: EntityMemory, optimizer: torch.optim.Optimizer,
-          trainer: Pretrainer, step: int) -> None:
+          trainer: Pretrainer, step: int, env: dist.DistEnv | None = None) -> None:
+    """An atomic checkpoint (jaket/checkpoint_commit.py), written by rank 0 only; every rank's RNG state is
+    gathered to rank 0 first, and all ranks wait until the checkpoint is on disk."""
+    from safetensors.torch import save_file
+
     from jaket.summary import plot_losses
 
-    model.save(out)
-    memory.save(out / "memory.safetensors")
-    save_optimizer(optimizer, out / "optimizer.safetensors")
-    save_rng(out / "rng.safetensors", {"sampler": trainer.generator})
-    write_json(out / "trainer_state.json", {"step": step, "memory": memory.state()})
-    try:
-        plot_losses(out)
-    except Exception as exc:  # noqa: BLE001 - a plot must never lose a checkpoint
-        click.echo(f"loss.png not written: {exc}", err=True)
+    env = env or dist.DistEnv()
+    rngs = dist.gather_states({"torch": torch.get_rng_state(), "sampler": trainer.generator.get_state()}, env)
+    if env.is_main:
+        def write(staging: Path) -> None:
+            model.save(staging)
+            memory.save(staging / "memory.safetensors")
+            save_optimizer(optimizer, staging / "optimizer.safetensors")
+            for rank, state in enumerate(rngs):
+                save_file(state, str(staging / _rng_name(rank)))
+            write_json(staging / "trainer_state.json", {"step": step, "memory": memory.state(),
+                                                         "world_size": env.world_size})
+
+        commit(out, write)
+        try:
+            plot_losses(out)
+        except Exception as exc:  # noqa: BLE001 - a plot must never lose a checkpoint
+            click.echo(f"loss.png not written: {exc}", err=True)
+    dist.barrier(env)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop logged rows past the checkpoint (logged after the last save, before an interruption)."""
     if not path.exists():
         return
-    rows = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:        # a row torn by a kill mid-write
+            continue
+        if row["step"] <= step:
+            rows.append(line)
     path.write_text("".join(r + "\n" for r in rows))
 
 
@@ -239,7 +272,7 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in str(text).replace(" ", "").split(",") if x]
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.command(cls=_KeepArgs, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.option("--kg", "kg", type=click.Path(exists=True, dir_okay=False), default=None,
               help="KG store (DuckDB); on --resume defaults to the run's store.")
 @click.option("--lm", default="default", help="Encoder name or path (BERT/RoBERTa family); "
@@ -287,6 +320,8 @@ def _ints(text: str) -> list[int]:
               help="Stop and save after this many minutes of training (resume continues the schedule).")
 @click.option("--threads", default="auto", help="torch CPU threads: a number, or auto (the cores not busy with "
               "other jobs, from the load average).")
+@click.option("--nproc", type=int, default=1, help="Processes (DDP ranks) on this machine: re-launches through "
+              "torch.distributed.run (torchrun --standalone). Multi-node: call torchrun yourself (README).")
 @click.option("--stop-after", type=int, default=None, hidden=True, help="Stop (and save) after this step.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.pass_context
@@ -297,13 +332,17 @@ def main(ctx: click.Context, kg: str | None, lm: str, steps: int, out: str | Non
          w_relation: float, w_token: float, w_entity: float, refresh_init: int, refresh_growth: float,
          refresh_every: int, refresh_max: int, momentum: float, desc_grad: str, e0_mode: str, seed: int,
          log_every: int, save_every: int, device: str, precision: str, time_limit: float | None, threads: str,
-         stop_after: int | None, no_progress: bool) -> None:
+         nproc: int, stop_after: int | None, no_progress: bool) -> None:
     """Pretrain JAKET on a KG store (LM1 -> relational GAT -> LM2, context memory, four losses)."""
     from kg_store.store import StoreError
 
-    torch.set_num_threads(pick_threads(threads))
-    if not no_progress:
-        click.echo(f"torch threads: {torch.get_num_threads()}", err=True)
+    env = dist.env_from_vars()
+    if nproc > 1 and not env.distributed:
+        sys.exit(dist.relaunch(nproc, _without_nproc(ctx.meta["argv"])))
+    torch.set_num_threads(pick_threads(threads, env.local_world_size))
+    if not no_progress and env.is_main:
+        click.echo(f"torch threads: {torch.get_num_threads()}" + (f" per rank x {env.world_size} ranks"
+                                                                 if env.distributed else ""), err=True)
     try:
         if resume:
             run = Path(resume)
@@ -331,12 +370,15 @@ def main(ctx: click.Context, kg: str | None, lm: str, steps: int, out: str | Non
                            max_seq_len=max_seq_len, desc_max_len=desc_max_len)
         run = train(kg, out, tcfg, mcfg, stop_after=stop_after, progress=not no_progress,
                     time_limit=time_limit * 60 if time_limit else None)
-        click.echo(f"run written to {run} (losses: {', '.join(LOSS_NAMES)}; see {run / 'loss.png'})")
+        if env.is_main:
+            click.echo(f"run written to {run} (losses: {', '.join(LOSS_NAMES)}; see {run / 'loss.png'})")
     except StoreError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
+    finally:
+        dist.teardown()
 
 
 if __name__ == "__main__":
