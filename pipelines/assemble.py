@@ -15,6 +15,7 @@ import duckdb
 
 from pipelines.descriptions import choose_descriptions_sql, create_mention_spans
 from pipelines.progress import progress
+from pipelines.shards import stage_files
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,12 @@ def _parquet(path: Path) -> str:
 
 def _exists(path: Path) -> bool:
     return path.is_file()
+
+
+def _parquet_files(paths: list[Path], options: str = "") -> str:
+    """read_parquet over a stage's files: its own, or its shards' in shard order."""
+    names = ", ".join("'" + str(path).replace("'", "''") + "'" for path in paths)
+    return f"read_parquet([{names}]{options})"
 
 
 def assemble(con: duckdb.DuckDBPyConnection, wikidata_dir: Path, options: AssembleOptions) -> dict:
@@ -80,8 +87,9 @@ def _load_entities(con: duckdb.DuckDBPyConnection, wd: Path, stats: dict) -> Non
                 "position VARCHAR, reason VARCHAR, raw VARCHAR, action VARCHAR)")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE items_raw AS
-        SELECT *, row_number() OVER (PARTITION BY qid ORDER BY file_row_number) AS dup_rank
-        FROM read_parquet('{str(wd / "items.parquet").replace("'", "''")}', file_row_number = true)""")
+        SELECT * EXCLUDE (filename),
+               row_number() OVER (PARTITION BY qid ORDER BY filename, file_row_number) AS dup_rank
+        FROM {_parquet_files(stage_files(wd, "items"), ", filename = true, file_row_number = true")}""")
     _reject(con, """SELECT 'assemble', NULL, qid, 'duplicate_entity', NULL, 'dropped'
                     FROM items_raw WHERE dup_rank > 1""")
     stats["duplicate_entities"] = _count(con, "SELECT count(*) FROM items_raw WHERE dup_rank > 1")
@@ -92,22 +100,22 @@ def _load_entities(con: duckdb.DuckDBPyConnection, wd: Path, stats: dict) -> Non
                qid, label, description AS wd_description, enwiki_title
         FROM items_raw WHERE dup_rank = 1""")
     stats["entities"] = _count(con, "SELECT count(*) FROM items")
-    aliases = wd / "aliases.parquet"
-    if _exists(aliases):
+    aliases = stage_files(wd, "aliases")
+    if aliases:
         con.execute(f"""
             INSERT INTO aliases
-            SELECT DISTINCT i.entity_id, a.alias FROM {_parquet(aliases)} a JOIN items i USING (qid)
+            SELECT DISTINCT i.entity_id, a.alias FROM {_parquet_files(aliases)} a JOIN items i USING (qid)
             WHERE a.alias IS NOT NULL AND a.alias <> ''""")
     stats["aliases"] = _count(con, "SELECT count(*) FROM aliases")
 
 
 def _load_relations_and_triples(con: duckdb.DuckDBPyConnection, wd: Path, stats: dict) -> None:
-    con.execute(f"CREATE OR REPLACE TEMP TABLE claims AS SELECT * FROM {_parquet(wd / 'claims.parquet')}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE claims AS SELECT * FROM {_parquet_files(stage_files(wd, 'claims'))}")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE props AS
         SELECT pid, any_value(label) AS label, any_value(description) AS description,
                any_value(datatype) AS datatype
-        FROM {_parquet(wd / 'properties.parquet')} GROUP BY pid""")
+        FROM {_parquet_files(stage_files(wd, 'properties'))} GROUP BY pid""")
     # relations: every item-valued property, plus any pid used by claims even without a property record
     con.execute("""
         INSERT INTO relations
