@@ -234,14 +234,14 @@ def wrap_step(model: torch.nn.Module, losses: Callable[[int], tuple], env: DistE
     """`losses` itself in one process; under DDP a DistributedDataParallel around the step. Parameters that a
     step leaves unused on some rank (no dropped mention -> no L_e head, no relation pairs ...) are handled by
     find_unused_parameters=True: they are marked ready with a zero contribution instead of hanging the
-    all-reduce. Buffers are constants (position ids): not broadcast."""
+    all-reduce. Buffers are constants (position ids): synced once at construction, not every forward."""
     if not env.distributed:
         return losses
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [device.index if device.index is not None else env.local_rank] if device.type == "cuda" else None
     return DistributedDataParallel(_Step(model, losses), device_ids=ids, find_unused_parameters=True,
-                                   broadcast_buffers=False)
+                                   forward_sync_buffers=False)
 
 
 def relaunch(nproc: int, argv: list[str]) -> int:
