@@ -313,3 +313,21 @@ def test_build_kg_update_flow(tmp_path: Path):
         assert s.query("SELECT desc_source FROM entities WHERE qid = 'Q90'") == [("wikipedia",)]
         assert json.loads(s.meta()["last_update"])["memory_stale"] == 3                    # Q90, Q3, Q8
     assert not (tmp_path / "kg.duckdb.work" / "update").exists()                             # snapshot deleted
+
+
+def test_update_errors_are_one_line(tmp_path: Path):
+    from flows.cli import main as build_main
+    from jaket.cli import main
+
+    dump = _dump(tmp_path / "v.json", [_item("Q1", "A", "a", [])])
+    missing = tmp_path / "missing.duckdb"
+    result = CliRunner().invoke(build_main, ["--wikidata", str(dump), "--update", str(missing)])
+    assert result.exit_code == 2 and f"error: store not found: {missing}" in result.output
+    old = _import(tmp_path / "kg.duckdb", tmp_path, E_OLD, T_OLD)
+    result = CliRunner().invoke(build_main, ["--wikidata", str(dump), "--update", str(old), "--out", "x.duckdb"])
+    assert result.exit_code == 2 and "leave out --out" in result.output
+    result = CliRunner().invoke(main, ["kg", "update", "--kg", str(missing), "--entities-tsv", str(dump)])
+    assert result.exit_code == 2 and "store not found" in result.output
+    result = CliRunner().invoke(main, ["kg", "update", "--kg", str(old), "--entities-tsv", str(tmp_path / "no.tsv")])
+    assert result.exit_code == 2 and "input file not found" in result.output
+    assert not (tmp_path / "kg.duckdb.work").exists()
