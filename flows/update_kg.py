@@ -10,6 +10,7 @@ the ones STORE was built with (its meta), so the result equals a from-scratch bu
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import sys
 from datetime import UTC, datetime
@@ -46,10 +47,18 @@ def store_options(path: str | Path) -> dict:
     return options
 
 
+def _progress_logs() -> None:
+    """Let the INFO progress lines of `pipelines` / `jaket` (rate, ETA) through Prefect's logging (root WARNING)."""
+    for name in ("pipelines", "jaket"):
+        if logging.getLogger(name).level == logging.NOTSET:
+            logging.getLogger(name).setLevel(logging.INFO)
+
+
 @task(name="update")
 def update_task(store_path: Path, wikidata_dir: Path, text_dirs: list[tuple[str, Path]], options: dict,
                 work: Path, meta: dict) -> dict:
     logger = get_run_logger()
+    _progress_logs()
     logger.info("stage update: merging the new data into %s (atomic swap at the end)", store_path)
     stats = update_from_stages(store_path, wikidata_dir, AssembleOptions(text_dirs=text_dirs, **options), work,
                                meta={**meta, "finished": datetime.now(UTC).isoformat(timespec="seconds")})
@@ -66,6 +75,7 @@ def update_kg(store_path: str, wikidata: str, wikipedia: str | None = None, corp
     """Update the store `store_path` in place from newer dumps (same inputs as `build-kg`). `options`
     (top_categories, category_other, alias_linking, ner) default to those the store was built with."""
     logger = get_run_logger()
+    _progress_logs()
     corpus = list(corpus or [])
     out = Path(store_path)
     if not out.is_file():
