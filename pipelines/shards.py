@@ -11,8 +11,9 @@ parallel) and saves it beside the stage output, so that every shard seeks straig
   .gz    rapidgzip's seek index (`export_index` / `import_index`)
   plain  the file itself (no index)
 
-Test hook (tests only): `JAKET_FAIL_SHARD=1:1,2` makes shard 1 raise on its first attempt and shard 2 on every
-attempt (`<index>[:<attempts>]`, comma-separated), to exercise retries and the report of a failing shard.
+Test hook (tests only): `JAKET_FAIL_SHARD=1:1,2,wikipedia/0` makes wikidata shard 1 raise on its first attempt,
+wikidata shard 2 and wikipedia shard 0 on every attempt (`[<stage>/]<index>[:<attempts>]`, comma-separated; the
+stage defaults to wikidata), to exercise retries and the report of a failing shard.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ PAGE_START = re.compile(rb"\n[ \t]*<page[ >]")
 _SCAN_BLOCK = 1 << 20
 _SCAN_CARRY = 64  # longer than any boundary pattern
 FAIL_HOOK = "JAKET_FAIL_SHARD"
+
+
+class ShardsFailed(RuntimeError):
+    """Some shards kept failing; the store was built without them (the CLI prints it as one line)."""
 
 
 @dataclass(frozen=True)
@@ -255,13 +260,14 @@ def count_lines(path: str | os.PathLike, shard: Shard, size: int, index_file: st
     return lines + (last != b"\n")
 
 
-def failure_hook(shard_index: int, attempt: int) -> None:
+def failure_hook(stage: str, shard_index: int, attempt: int) -> None:
     """Raise when JAKET_FAIL_SHARD names this shard for this attempt (a test hook; see the module doc)."""
     spec = os.environ.get(FAIL_HOOK, "").strip()
     for part in filter(None, (p.strip() for p in spec.split(","))):
-        index, _, times = part.partition(":")
-        if int(index) == shard_index and (not times or attempt <= int(times)):
-            raise RuntimeError(f"{FAIL_HOOK} test hook: shard {shard_index} fails on attempt {attempt}")
+        target, _, times = part.partition(":")
+        name, _, index = target.rpartition("/")
+        if (name or "wikidata") == stage and int(index) == shard_index and (not times or attempt <= int(times)):
+            raise RuntimeError(f"{FAIL_HOOK} test hook: {stage} shard {shard_index} fails on attempt {attempt}")
 
 
 def peak_rss_mib() -> float | None:

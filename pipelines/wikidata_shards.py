@@ -37,7 +37,7 @@ def parse_wikidata_shard(dump: str | os.PathLike, out_dir: str | os.PathLike, pl
 
     `threads` (per shard) split as in parse_wikidata: compressed input gives half to decompression.
     """
-    failure_hook(shard.index, attempt)
+    failure_hook(STAGE, shard.index, attempt)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     compressed = plan.index_file is not None
@@ -62,22 +62,24 @@ def parse_wikidata_shard(dump: str | os.PathLike, out_dir: str | os.PathLike, pl
     return stats
 
 
-def shard_progress(stage_dir: str | os.PathLike, plan: ShardPlan, finished: dict[int, dict]) -> tuple[int, int]:
-    """(decompressed bytes, entities) done over all shards: finished shards' stats, running shards' progress."""
-    done = entities = 0
+def shard_progress(stage_dir: str | os.PathLike, plan: ShardPlan, finished: dict[int, dict],
+                   count_key: str = "entities") -> tuple[int, int]:
+    """(decompressed bytes, records) done over all shards: finished shards' stats, running shards' progress
+    files (wikidata shards write one as they go; other stages count at the end of each shard)."""
+    done = records = 0
     for shard in plan.shards:
         if shard.index in finished:
             stats = finished[shard.index]
             done += int(stats.get("decompressed_bytes") or 0)
-            entities += int(stats.get("entities") or 0)
+            records += int(stats.get(count_key) or 0)
             continue
         try:
             state = json.loads((Path(stage_dir) / shard.name / PROGRESS_FILE).read_text())
         except (OSError, ValueError):
             continue
         done += int(state.get("bytes", 0))
-        entities += int(state.get("entities", 0))
-    return done, entities
+        records += int(state.get("entities", 0))
+    return done, records
 
 
 def merge_wikidata_shards(stage_dir: str | os.PathLike, plan: ShardPlan, finished: dict[int, dict],

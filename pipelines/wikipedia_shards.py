@@ -21,7 +21,15 @@ import pyarrow.parquet as pq
 
 from pipelines.dump_io import READ_BUFFER
 from pipelines.sentences import DEFAULT_MAX_PASSAGE_CHARS
-from pipelines.shards import PAGE_START, Shard, ShardPlan, open_seekable, open_shard, peak_rss_mib
+from pipelines.shards import (
+    PAGE_START,
+    Shard,
+    ShardPlan,
+    failure_hook,
+    open_seekable,
+    open_shard,
+    peak_rss_mib,
+)
 from pipelines.text_stage import REJECTS, Rejects, prepare_out_dir
 from pipelines.wikipedia import STAGE, _read, _Streamer, finish_wikipedia, wikidata_items
 
@@ -38,9 +46,10 @@ def root_tag(path: str | os.PathLike, index_file: str | None) -> bytes:
 
 
 def parse_wikipedia_shard(xml: str | os.PathLike, out_dir: str | os.PathLike, plan: ShardPlan, shard: Shard, *,
-                          max_passage_chars: int = DEFAULT_MAX_PASSAGE_CHARS) -> dict:
+                          max_passage_chars: int = DEFAULT_MAX_PASSAGE_CHARS, attempt: int = 1) -> dict:
     """Pass 1 of one shard into `out_dir`: docs/passages/links/redirects/rejects_stream.parquet + stats.json.
     Sequence numbers count the shard's own articles from 0."""
+    failure_hook(STAGE, shard.index, attempt)
     t0 = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -64,9 +73,10 @@ def parse_wikipedia_shard(xml: str | os.PathLike, out_dir: str | os.PathLike, pl
 
 
 def merge_wikipedia_shards(xml: str | os.PathLike, wikidata_dir: str | os.PathLike, stage_dir: str | os.PathLike,
-                           plan: ShardPlan, finished: dict[int, dict], *, alias_linking: bool = True,
-                           ner: bool = False) -> dict:
-    """Passes 2 and 3 over the shards' pass-1 files (all shards must have finished); writes the stage's files."""
+                           plan: ShardPlan, finished: dict[int, dict], failed: dict[int, str] | None = None, *,
+                           alias_linking: bool = True, ner: bool = False) -> dict:
+    """Passes 2 and 3 over the finished shards' pass-1 files; writes the stage's files. A failed shard (index ->
+    error) is left out and reported as a `shard_failed` reject with its byte range."""
     t0 = time.perf_counter()
     wikidata_items(wikidata_dir)
     out, tmp = prepare_out_dir(stage_dir)
@@ -75,8 +85,12 @@ def merge_wikipedia_shards(xml: str | os.PathLike, wikidata_dir: str | os.PathLi
                 "links_crossing_passage", "pages_with_broken_wikitext")
     stats: dict = dict.fromkeys(counters, 0)
     frames: dict[str, list[pl.LazyFrame]] = {name: [] for name in PASS1}
-    parse_errors = []
+    parse_errors, failed = [], failed or {}
     for shard in plan.shards:
+        if shard.index in failed:
+            parse_errors.append((f"bytes {shard.start}-{shard.end}", "shard_failed",
+                                 f"{shard.describe()}: {failed[shard.index]}"))
+            continue
         shard_stats, folder = finished[shard.index], out / shard.name
         for name in PASS1:
             frame = pl.scan_parquet(folder / f"{name}.parquet")
@@ -84,21 +98,23 @@ def merge_wikipedia_shards(xml: str | os.PathLike, wikidata_dir: str | os.PathLi
                 frame = frame.with_columns(pl.col("seq") + stats["articles"])
             frames[name].append(frame)
         if shard_stats.get("xml_error"):
-            parse_errors.append((f"after page {stats['pages'] + shard_stats['pages']}", shard_stats["xml_error"]))
+            parse_errors.append((f"after page {stats['pages'] + shard_stats['pages']}", "xml_parse_error",
+                                 shard_stats["xml_error"]))
         for key in counters:
             stats[key] += int(shard_stats.get(key) or 0)
     for name, parts in frames.items():
         pl.concat(parts).sink_parquet(tmp / f"{name}.parquet")
     if parse_errors:  # an XML error ends its shard only; the shards after it are read
         extra = Rejects(tmp / "rejects_xml.parquet", STAGE, source)
-        for position, message in parse_errors:
-            extra.reject(position, "xml_parse_error", message, "kept")
+        for position, reason, message in parse_errors:
+            extra.reject(position, reason, message, "dropped" if reason == "shard_failed" else "kept")
         extra.close()
         merged = pl.concat([pl.scan_parquet(tmp / "rejects_stream.parquet"),
                             pl.scan_parquet(tmp / "rejects_xml.parquet")]).collect()
         merged.write_parquet(tmp / "rejects_stream.parquet")
     assert pq.read_schema(tmp / "rejects_stream.parquet").names == REJECTS.names
-    stats.update(truncated=bool(parse_errors), shards=len(plan.shards),
+    stats.update(truncated=any(reason == "xml_parse_error" for _, reason, _ in parse_errors),
+                 shards=len(plan.shards), shards_failed={str(i): failed[i] for i in sorted(failed)},
                  shard_seconds_max=max((s.get("wall_seconds") or 0 for s in finished.values()), default=0),
                  peak_rss_mib_max=max((s.get("peak_rss_mib") or 0 for s in finished.values()), default=0))
     return finish_wikipedia(tmp, wikidata_dir, out, source, stats, t0, alias_linking=alias_linking, ner=ner)
