@@ -117,9 +117,10 @@ def _mark_done(folder: Path, key: str, stats: dict) -> None:
     os.replace(tmp, folder / "_SUCCESS")
 
 
-def _prepare(stage: str, source: str, folder: Path, count: int, key: str, threads: int | None) -> ShardPlan:
+def _prepare(stage: str, source: str, folder: Path, count: int, key: str, threads: int | None) -> ShardPlan | None:
     """Remove what is not a shard of this plan (a one-shard output, stale shards), then plan (builds or reuses
-    the seek index)."""
+    the seek index). None when the input cannot be indexed (damaged or truncated compressed file): the stage then
+    reads it whole, through the reader that keeps everything before the damage."""
     keep = {f"shard-{i:04d}" for i in range(count)} | {INDEX_DIR}
     folder.mkdir(parents=True, exist_ok=True)
     for entry in folder.iterdir():
@@ -127,7 +128,13 @@ def _prepare(stage: str, source: str, folder: Path, count: int, key: str, thread
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
     logger = get_run_logger()
     t0 = time.perf_counter()
-    plan = plan_shards(source, count, folder / INDEX_DIR, key, threads)
+    try:
+        plan = plan_shards(source, count, folder / INDEX_DIR, key, threads)
+    except Exception as exc:  # noqa: BLE001 - any decoder error: fall back to the one-shard path
+        logger.warning("stage %s: %s cannot be split (%s: %s); parsed as one shard", stage, Path(source).name,
+                       type(exc).__name__, exc)
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
     logger.info("stage %s: %d shards of %s (%s decompressed bytes; index ready in %.1fs)", stage, count,
                 Path(source).name, f"{plan.size:,}", time.perf_counter() - t0)
     return plan
@@ -160,35 +167,44 @@ def _run_shards(stage: str, folder: Path, plan: ShardPlan, futures: list[Prefect
     return finished, failed
 
 
+def _wikidata_stage(wikidata: str, wd_dir: Path, wd_key: str, count: int, retries: int,
+                    threads: int) -> StageResult:
+    from flows.build_kg import _key, wikidata_task
+    from pipelines.wikidata_shards import merge_wikidata_shards
+
+    logger = get_run_logger()
+    done = _done(wd_dir, wd_key)
+    if done is not None:
+        logger.info("stage wikidata: up to date (%d shards), skipped", count)
+        return StageResult(done["stats"], wd_key)
+    plan = _prepare("wikidata", wikidata, wd_dir, count, wd_key, threads)
+    if plan is None:
+        return StageResult(wikidata_task(wikidata, wd_dir, wd_key, None), wd_key)
+    futures = [wikidata_shard_task.with_options(
+        retries=retries, retry_delay_seconds=RETRY_DELAY_S, task_run_name=f"wikidata-{shard.name}").submit(
+        wikidata, wd_dir / shard.name, plan, shard.index, _key({"stage": wd_key, "shard": shard.as_dict()}),
+        threads) for shard in plan.shards]
+    finished, failed = _run_shards("wikidata", wd_dir, plan, futures, retries, "entities")
+    stats = merge_wikidata_shards(wd_dir, plan, finished, failed)
+    if not failed:
+        _mark_done(wd_dir, wd_key, stats)
+    logger.info("stage wikidata: %d shards merged: %s entities, %s claims, %s rejects", count,
+                stats.get("entities"), stats.get("claims"), stats.get("rejects"))
+    # the stages after it see a different input while shards are missing
+    return StageResult(stats, wd_key if not failed else _key({"stage": wd_key, "failed": sorted(failed)}),
+                       failed, plan)
+
+
 @flow(name="ingest-shards")
 def ingest_shards(wikidata: str, wd_dir: Path, wd_key: str, count: int, retries: int, threads: int,
                   wikipedia: str | None = None, wp_dir: Path | None = None, wp_key: str | None = None,
                   wp_input_key: str | None = None, alias_linking: bool = True, ner: bool = False) -> dict[str, Any]:
     """The wikidata stage (and the wikipedia stage, when given) in `count` shards each."""
     from flows.build_kg import _key, show_progress_logs
-    from pipelines.wikidata_shards import merge_wikidata_shards
 
     logger = get_run_logger()
     show_progress_logs()
-    results: dict[str, Any] = {}
-    wd = _done(wd_dir, wd_key)
-    if wd is not None:
-        logger.info("stage wikidata: up to date (%d shards), skipped", count)
-        results["wikidata"] = StageResult(wd["stats"], wd_key)
-    else:
-        plan = _prepare("wikidata", wikidata, wd_dir, count, wd_key, threads)
-        futures = [wikidata_shard_task.with_options(
-            retries=retries, retry_delay_seconds=RETRY_DELAY_S, task_run_name=f"wikidata-{shard.name}").submit(
-            wikidata, wd_dir / shard.name, plan, shard.index, _key({"stage": wd_key, "shard": shard.as_dict()}),
-            threads) for shard in plan.shards]
-        finished, failed = _run_shards("wikidata", wd_dir, plan, futures, retries, "entities")
-        stats = merge_wikidata_shards(wd_dir, plan, finished, failed)
-        if not failed:
-            _mark_done(wd_dir, wd_key, stats)
-        key = wd_key if not failed else _key({"stage": wd_key, "failed": sorted(failed)})
-        results["wikidata"] = StageResult(stats, key, failed, plan)
-        logger.info("stage wikidata: %d shards merged: %s entities, %s claims, %s rejects", count,
-                    stats.get("entities"), stats.get("claims"), stats.get("rejects"))
+    results: dict[str, Any] = {"wikidata": _wikidata_stage(wikidata, wd_dir, wd_key, count, retries, threads)}
     if wikipedia is None:
         return results
     assert wp_dir is not None and wp_key is not None and wp_input_key is not None
@@ -199,6 +215,12 @@ def ingest_shards(wikidata: str, wd_dir: Path, wd_key: str, count: int, retries:
         results["wikipedia"] = StageResult(wp["stats"], wp_key)
         return results
     plan = _prepare("wikipedia", wikipedia, wp_dir, count, wp_key, threads)
+    if plan is None:
+        from flows.build_kg import wikipedia_task
+
+        stats = wikipedia_task(wikipedia, wd_dir, wp_dir, wp_key, alias_linking, ner)
+        results["wikipedia"] = StageResult(stats, wp_key)
+        return results
     futures = [wikipedia_shard_task.with_options(
         retries=retries, retry_delay_seconds=RETRY_DELAY_S, task_run_name=f"wikipedia-{shard.name}").submit(
         wikipedia, wp_dir / shard.name, plan, shard.index, _key({"in": wp_input_key, "shard": shard.as_dict()}))

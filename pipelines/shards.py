@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from pipelines.dump_io import compression_of, require_file
+from pipelines.dump_io import TruncatedInput, compression_of, require_file
 
 LINE_START = re.compile(rb"\n")
 PAGE_START = re.compile(rb"\n[ \t]*<page[ >]")
@@ -103,6 +103,8 @@ def build_index(path: str | os.PathLike, target: Path, threads: int | None = Non
         with rapidgzip.open(str(path), parallelization=threads) as handle:
             handle.block_offsets()
             size = handle.size()
+            if handle.tell_compressed() < path.stat().st_size * 8:  # rapidgzip ends a truncated file silently
+                raise TruncatedInput(f"gz input ends before its end-of-stream marker: {path}")
             with open(tmp, "wb") as out:
                 handle.export_index(out)
         tmp.with_name(tmp.name + ".size").write_text(str(size))
