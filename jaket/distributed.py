@@ -5,16 +5,15 @@ itself through torch.distributed.run). Backend gloo on CPU, NCCL with --device c
 
 - replicated: the model (DDP broadcasts rank 0's weights, then averages gradients every step), the optimizer
   state, the full memory E^context (every rank reads any entity's row), the refresh schedule;
-- sharded: the memory build and every refresh (rank r encodes the contiguous id range shard_range(N, r, W) with
-  its LM1 copy, then all-gather: every rank holds the same full memory; the momentum update is then identical
-  everywhere), and the batches (rank r's sampler is seeded with seed + r);
+- sharded: the memory build and every refresh (rank r encodes a contiguous id range, shard_bounds: about the same
+  number of description tokens per rank, with its LM1 copy, then all-gather: every rank holds the same full
+  memory; the momentum update is then identical everywhere), and the batches (rank r's sampler: seed + r);
 - rank 0 only: checkpoints (it gathers every rank's RNG state), metrics (losses averaged over ranks), logs.
 A 1-process run takes none of these paths: it stays bit-identical to the plain trainer.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Callable
@@ -98,23 +97,35 @@ def barrier(env: DistEnv) -> None:
         dist.barrier()
 
 
-def shard_range(n: int, rank: int, world_size: int) -> tuple[int, int]:
-    """The contiguous ids [lo, hi) rank `rank` encodes: sizes differ by at most one."""
-    return rank * n // world_size, (rank + 1) * n // world_size
+def shard_bounds(lengths: torch.Tensor, world_size: int) -> list[int]:
+    """Contiguous shards of texts with about the same number of tokens each: rank r encodes texts
+    [bounds[r], bounds[r + 1]). Computed from the token counts alone, so every rank derives the same bounds."""
+    n = len(lengths)
+    if world_size <= 1 or n == 0:
+        return [0, *[n] * max(1, world_size)]
+    before = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(lengths.to(torch.float64), 0)])
+    targets = torch.arange(1, world_size, dtype=torch.float64) * float(before[-1]) / world_size
+    hi = torch.searchsorted(before, targets).clamp(max=n)             # first cut with >= target tokens before it
+    lo = (hi - 1).clamp(min=0)
+    cuts = torch.where(targets - before[lo] < before[hi] - targets, lo, hi)   # the nearer of the two
+    return [0, *cuts.tolist(), n]
 
 
-def all_gather_rows(local: torch.Tensor, n: int, env: DistEnv) -> torch.Tensor:
-    """Concatenate every rank's shard_range rows [hi - lo, F] into the full [n, F] on every rank (shards padded
-    to the largest, the padding dropped after the gather)."""
-    if not env.distributed:
+def shard_sizes(bounds: list[int]) -> list[int]:
+    return [b - a for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def all_gather_rows(local: torch.Tensor, sizes: list[int], env: DistEnv) -> torch.Tensor:
+    """Concatenate every rank's rows (rank r holds sizes[r] of them) into the full tensor on every rank; the
+    shards are padded to the largest for the all-gather and the padding dropped after it."""
+    if not env.distributed or sum(sizes) == 0:
         return local
-    width = math.ceil(n / env.world_size)
+    width = max(sizes)
     dev = env.comm_device
     padded = torch.zeros((width, *local.shape[1:]), dtype=local.dtype, device=dev)
     padded[:len(local)] = local.to(dev)
     parts = [torch.empty_like(padded) for _ in range(env.world_size)]
     dist.all_gather(parts, padded)
-    sizes = [hi - lo for lo, hi in (shard_range(n, r, env.world_size) for r in range(env.world_size))]
     return torch.cat([p[:s] for p, s in zip(parts, sizes, strict=True)]).to(local.device)
 
 
@@ -130,13 +141,13 @@ class ShardedEncoder:
 
     def __call__(self, lm: torch.nn.Module, tokens: TokenizedTexts, pad_id: int = 0, batch_tokens: int = 8192,
                  progress: bool = False, desc: str = "memory") -> torch.Tensor:
-        n = len(tokens)
-        lo, hi = shard_range(n, self.env.rank, self.env.world_size)
+        bounds = shard_bounds(tokens.lengths(), self.env.world_size)
+        lo, hi = bounds[self.env.rank], bounds[self.env.rank + 1]
         t0 = time.perf_counter()
         local = encode_descriptions(lm, tokens, torch.arange(lo, hi), pad_id, batch_tokens,
                                     progress=progress and self.env.is_main, desc=f"{desc} (shard {lo}..{hi})")
         t1 = time.perf_counter()
-        full = all_gather_rows(local, n, self.env)
+        full = all_gather_rows(local, shard_sizes(bounds), self.env)
         self.last_encode_s, self.last_gather_s = t1 - t0, time.perf_counter() - t1
         return full
 

@@ -136,6 +136,21 @@ def _load(path: Path) -> tuple[dict, dict]:
         return {k: h.get_tensor(k) for k in h.keys()}, h.metadata()  # noqa: SIM118
 
 
+def test_shard_bounds_are_contiguous_and_token_balanced():
+    from jaket.distributed import shard_bounds, shard_sizes
+
+    assert shard_bounds(torch.tensor([5, 5, 5, 5]), 2) == [0, 2, 4]
+    assert shard_bounds(torch.tensor([10, 1, 1, 1, 1]), 2) == [0, 1, 5]       # one long text = half the work
+    assert shard_bounds(torch.tensor([1] * 10), 3) == [0, 3, 7, 10]
+    assert shard_bounds(torch.tensor([3]), 2) == [0, 1, 1]                    # an empty shard is fine
+    assert shard_bounds(torch.tensor([1, 2, 3]), 1) == [0, 3]
+    lengths = torch.randint(3, 33, (1000,), generator=torch.Generator().manual_seed(0))
+    bounds = shard_bounds(lengths, 4)
+    assert sum(shard_sizes(bounds)) == 1000 and bounds == sorted(bounds)
+    tokens = [int(lengths[a:b].sum()) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    assert max(tokens) - min(tokens) <= 2 * 32
+
+
 def test_sharded_encoder_gathers_the_full_memory(ddp_runs):
     r0, _ = _load(ddp_runs / "probes" / "encode-rank0.safetensors")
     r1, _ = _load(ddp_runs / "probes" / "encode-rank1.safetensors")
