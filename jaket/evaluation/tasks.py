@@ -89,6 +89,7 @@ def run_metaqa(system: EvalSystem, data: Path, work: Path, hops: tuple[int, ...]
             q2i = kg.qid_to_id()
             index = metaqa.PathIndex(kg.triples(), kg.num_entities, kg.num_relations)
             skey = system.store_key(kg)
+            relation_names = [pid for _, pid in sorted(kg.query("SELECT relation_id, pid FROM relations"))]
         ents = e_km if e_km is not None else e_text
         for h in hops:
             t0 = time.perf_counter()
@@ -103,9 +104,17 @@ def run_metaqa(system: EvalSystem, data: Path, work: Path, hops: tuple[int, ...]
             q_tr = _encode_questions(system, dev, tr, t_dev, e_km, f"{prefix}-train{len(tr)}")
             q_va = _encode_questions(system, dev, va, t_dev, e_km, f"{prefix}-val{len(va)}")
             q_te = _encode_questions(system, test, te, t_test, e_km, f"{prefix}-test{len(te)}")
+            phrases = metaqa.path_phrases(relation_names, h)
+            ph = system.cached(f"metaqa-phrases-{h}-{len(phrases)}", lambda p=phrases: system.embed_texts(p),
+                               plain=True)
+            priors = tuple(metaqa.phrase_prior(system.cached(
+                f"metaqa-{h}-{seed}-{part}{len(sel)}-plain", lambda qs=qs, sel=sel: system.embed_texts(
+                    [qs[i].text.replace("[", "").replace("]", "") for i in sel], max_len=64), plain=True), ph)
+                for part, qs, sel in (("train", dev, tr), ("val", dev, va), ("test", test, te)))
             res = metaqa.train_and_test(q_tr, t_dev[tr], [a_dev[i] for i in tr], q_va, t_dev[va],
                                         [a_dev[i] for i in va], q_te, t_test[te], [a_test[i] for i in te],
-                                        ents, index, h, seed=seed, epochs=epochs)
+                                        ents, index, h, seed=seed, epochs=epochs, priors=priors)
+            res["path_prior_scale"] = res.pop("prior_scale", None)
             res["answer_reachable"] = metaqa.reachable(index, t_test[te], [a_test[i] for i in te], h)
             res["test_without_topic_in_kg"] = int((t_test < 0).sum())
             res["seconds"] = round(time.perf_counter() - t0, 1)
