@@ -53,13 +53,19 @@ def pack(run_dir: Path, out_dir: Path, max_mb: float = 15.0) -> dict:
     save_file(full, str(out_dir / "full.safetensors"))
     chunks: list[dict[str, torch.Tensor]] = [{}]
     size = 0
+    limit = max_mb * 2**20
     for k in sorted(set(trained) - set(full)):
-        delta = (trained[k].float() - base[k].float()).to(torch.bfloat16).contiguous()
-        if size and size + delta.numel() * 2 > max_mb * 2**20:
-            chunks.append({})
-            size = 0
-        chunks[-1][k] = delta
-        size += delta.numel() * 2
+        delta = (trained[k].float() - base[k].float()).to(torch.bfloat16)
+        if delta.dim() == 0:
+            delta = delta.reshape(1)        # (restored to its shape on unpack by the base tensor's shape)
+        rows = max(1, int(limit // (delta[0].numel() * 2)))
+        for start in range(0, len(delta), rows):        # a tensor over the limit is cut by rows: "name@row"
+            piece = delta[start:start + rows].contiguous()
+            if size and size + piece.numel() * 2 > limit:
+                chunks.append({})
+                size = 0
+            chunks[-1][f"{k}@{start}" if piece.size(0) < len(delta) else k] = piece
+            size += piece.numel() * 2
     for i, chunk in enumerate(chunks):
         save_file(chunk, str(out_dir / f"delta-{i}.safetensors"))
     with tarfile.open(out_dir / "meta.tar.gz", "w:gz") as tar:
@@ -85,10 +91,15 @@ def unpack(packed: Path, run_dir: Path, kg: str, lm: str = "default") -> dict:
     base = base_tensors(resolve_lm(lm), cfg["model"]["lm1_layers"])
     tensors = load_file(str(packed / "full.safetensors"))
     worst = 0.0
+    pieces: dict[str, dict[int, torch.Tensor]] = {}
     for path in sorted(packed.glob("delta-*.safetensors")):
-        for k, delta in load_file(str(path)).items():
-            tensors[k] = (base[k].float() + delta.float()).contiguous()
-            worst = max(worst, float(delta.float().abs().max()))
+        for name, delta in load_file(str(path)).items():
+            k, _, start = name.partition("@")
+            pieces.setdefault(k, {})[int(start or 0)] = delta
+    for k, parts in pieces.items():
+        delta = torch.cat([parts[i] for i in sorted(parts)]).float().reshape(base[k].shape)
+        tensors[k] = (base[k].float() + delta).contiguous()
+        worst = max(worst, float(delta.abs().max()))
     save_file(tensors, str(run_dir / "model.safetensors"), metadata={"format": "pt"})
     cfg["kg"] = str(Path(kg).resolve())
     cfg["model"]["lm"] = lm
