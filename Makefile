@@ -20,7 +20,7 @@ DEMO_STEPS ?= 150
 DEMO_REFRESH ?= 75
 EVAL_DATA ?= ../shared/data
 
-.PHONY: install test test-slow demo bench lint clean browser
+.PHONY: install test test-slow demo bench lint clean browser corpus-kg pretrain-corpus eval
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,36 @@ demo: install
 		$(BIN)/jaket-eval report $(DEMO_RUN)/eval-entity-cls.json --png $(DEMO_RUN)/eval.png; \
 	else echo "evaluation skipped: the evaluation sets ($(EVAL_DATA)/eval) are not on this machine"; fi
 	$(BIN)/jaket kg report --kg $(DEMO_KG) --out $(DEMO_RUN)/kg-report
+
+# ---- issue 4: the pretraining run worth evaluating, and the systems x tasks table (needs ../shared/data) ----
+CORPUS_KG := kg_store/corpus.duckdb
+CORPUS_RUN ?= runs/corpus
+PRETRAIN_MINUTES ?= 90
+EVAL_RUN ?= $(CORPUS_RUN)
+EVAL_OUT ?= benchmarks/results/eval
+
+$(CORPUS_KG): | install
+	$(BIN)/jaket kg build-corpus-kg --data $(EVAL_DATA) --out $(CORPUS_KG)
+
+corpus-kg: $(CORPUS_KG)
+
+# CPU pretraining for PRETRAIN_MINUTES; a rerun resumes the same run (schedule, optimizer, memory, RNG)
+pretrain-corpus: $(CORPUS_KG)
+	@if [ -f $(CORPUS_RUN)/trainer_state.json ]; then \
+		$(BIN)/jaket-train --resume $(CORPUS_RUN) --time-limit $(PRETRAIN_MINUTES); \
+	else $(BIN)/jaket-train --kg $(CORPUS_KG) --out $(CORPUS_RUN) --steps 6000 --text-batch 16 --kg-batch 32 \
+		--max-seq-len 96 --save-every 200 --time-limit $(PRETRAIN_MINUTES); fi
+
+# all four systems on all three tasks; EVAL_RUN = the jaket-train run dir to evaluate as `jaket`
+eval: install
+	@test -d $(EVAL_DATA)/eval || { echo "make eval needs the evaluation sets in $(EVAL_DATA)/eval"; exit 2; }
+	@test -f $(EVAL_RUN)/model.safetensors || { echo "no run in $(EVAL_RUN): make pretrain-corpus, or EVAL_RUN=DIR"; exit 2; }
+	@mkdir -p $(EVAL_OUT)
+	@for task in entity-cls fewrel metaqa; do for sys in lm lm+gnn lm+gnn+m jaket; do \
+		ck=none; [ $$sys = jaket ] && ck=$(EVAL_RUN); \
+		$(BIN)/jaket-eval --task $$task --system $$sys --checkpoint $$ck --data $(EVAL_DATA) \
+			--out $(EVAL_OUT)/$$task-$${sys//+/_}.json || exit 1; done; done
+	$(BIN)/jaket-eval report $(EVAL_OUT)/*.json --png $(EVAL_OUT)/eval.png | tee $(EVAL_OUT)/table.md
 
 bench: install
 	$(BIN)/python benchmarks/bench_ingest.py

@@ -68,3 +68,36 @@ def test_scorer_learns_the_relation_from_the_question():
     res = train_and_test(*tr, *va, *te, ents, index, hops=1, epochs=8, batch_size=32, lr=1e-2)
     assert res["hits1"]["mean"] > 0.95 and res["hits1"]["n"] == 100
     assert res["history"][-1]["loss"] < res["history"][0]["loss"]
+
+
+def test_path_phrases_follow_path_type_ids_and_the_prior_alone_answers():
+    """Phrase of type r = forward relation, r + P = inverse, pairs in PathIndex's order; with question vectors
+    close to the right phrase and NO training signal in q (a constant q), the prior picks the answer."""
+    from jaket.evaluation.metaqa import PATH_PHRASES, path_phrases, phrase_prior
+
+    triples, index = _toy_kg()
+    names = ["directed_by", "release_year"]
+    phrases = path_phrases(names, 2)
+    assert len(phrases) == index.num_path_types(2)
+    assert phrases[0] == PATH_PHRASES["directed_by"][0] and phrases[2] == PATH_PHRASES["directed_by"][1]
+    assert phrases[4 + 2 * 4 + 1] == f"{PATH_PHRASES['directed_by'][1]}; {PATH_PHRASES['release_year'][0]}"
+    gen = torch.Generator().manual_seed(0)
+    phrase_vecs = torch.randn(len(phrases), 32, generator=gen)
+    ents = torch.randn(8, 16, generator=gen)
+    director_of = {h: t for h, r, t in triples.tolist() if r == 0}
+    year_of = {h: t for h, r, t in triples.tolist() if r == 1}
+
+    def make(n, seed):
+        rng = np.random.default_rng(seed)
+        topics, kind = rng.integers(0, 4, n), rng.integers(0, 2, n)
+        text_vecs = phrase_vecs[torch.from_numpy(kind)] + 0.3 * torch.randn(n, 32, generator=gen)  # type 0 / 1
+        answers = [[director_of[t]] if k == 0 else [year_of[t]] for t, k in zip(topics, kind, strict=True)]
+        return torch.ones(n, 8), topics.astype(np.int64), answers, phrase_prior(text_vecs, phrase_vecs)
+
+    (q1, t1, a1, p1), (q2, t2, a2, p2), (q3, t3, a3, p3) = make(40, 0), make(20, 1), make(100, 2)
+    res = train_and_test(q1, t1, a1, q2, t2, a2, q3, t3, a3, ents, index, hops=1, epochs=1, batch_size=40,
+                         lr=1e-9, priors=(p1, p2, p3))
+    assert res["hits1"]["mean"] > 0.95
+    no_prior = train_and_test(q1, t1, a1, q2, t2, a2, q3, t3, a3, ents, index, hops=1, epochs=1, batch_size=40,
+                              lr=1e-9)
+    assert no_prior["hits1"]["mean"] < 0.75          # a constant q cannot tell the two questions apart
