@@ -215,3 +215,138 @@ def test_locked_store_is_one_line_error(mini_store: Path, tmp_path: Path):
     finally:
         holder.kill()
         holder.wait()
+
+
+# --- sharded ingestion: kill mid-stage, a second writer, a failing shard on Dask ------------------------------
+
+
+def _sharded_cmd(out: Path, *extra: str) -> list[str]:
+    return BUILD_CLI + ["--wikidata", str(WIKIDATA), "--wikipedia", str(WIKIPEDIA), "--out", str(out), *extra]
+
+
+def _successes(stage_dir: Path) -> dict[str, str]:
+    return {p.parent.name: p.read_text() for p in sorted(stage_dir.glob("shard-*/_SUCCESS"))}
+
+
+class _Watched:
+    """A build process whose log lines are read as they come (the pipe never fills)."""
+
+    def __init__(self, cmd: list[str], env: dict[str, str]) -> None:
+        import threading
+
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, start_new_session=True)
+        self._reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True)
+        self._reader.start()
+
+    def wait_for(self, text: str, timeout: float = 300) -> None:
+        deadline = time.time() + timeout
+        while not any(text in line for line in list(self.lines)):
+            assert self.proc.poll() is None and time.time() < deadline, "".join(self.lines[-30:])
+            time.sleep(0.05)
+
+    def finish(self, timeout: float = 600) -> str:
+        self.proc.wait(timeout)
+        self._reader.join(30)
+        return "".join(self.lines)
+
+
+def test_killed_sharded_build_resumes_and_refuses_a_second_writer(mini_store: Path, tmp_path: Path):
+    """(1) SIGKILL in the middle of the sharded wikidata stage, after some shards finished; (2) rerun it and,
+    while it holds the store (stopped with SIGSTOP), start a second writer: it fails with a one-line error; the
+    first then finishes intact, skipping the finished shards, with the same store as an uninterrupted build."""
+    out = tmp_path / "sharded.duckdb"
+    shards = tmp_path / "sharded.duckdb.work" / "wikidata"
+    proc = subprocess.Popen(_sharded_cmd(out, "--shards", "6"), cwd=REPO, env=_env(tmp_path),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while not (shards / "shard-0001" / "_SUCCESS").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = _successes(shards)
+    assert 2 <= len(finished) < 6 and not (shards / "_SUCCESS").exists() and not out.exists()
+
+    env = dict(_env(tmp_path), PREFECT_LOGGING_LEVEL="INFO")
+    first = _Watched(_sharded_cmd(out, "--shards", "6"), env)
+    first.wait_for("Beginning subflow run")          # inside the flow: the store's writer lock is held
+    os.killpg(first.proc.pid, signal.SIGSTOP)
+    try:
+        second = build(out, "--shards", "6", check=False)
+    finally:
+        os.killpg(first.proc.pid, signal.SIGCONT)
+    assert second.returncode == 2
+    assert second.stderr.strip() == f"jaket-build-kg: error: store is locked by another writer: {out}"
+    log = first.finish()
+    assert first.proc.returncode == 0, log[-3000:]
+    after = _successes(shards)
+    assert len(after) == 6 and {k: after[k] for k in finished} == finished   # finished shards were skipped
+    assert sum("shard-0000: up to date" in line for line in log.splitlines()) == 1
+    with store.KGStore(out) as a, store.KGStore(mini_store) as b:
+        assert store.table_checksums(a.con) == store.table_checksums(b.con)
+
+
+def test_failing_shard_is_retried_reported_and_redone_alone(mini_store: Path, tmp_path: Path):
+    """Wikidata shard 1 fails once (retried, then fine); wikidata shard 2 and wikipedia shard 3 keep failing:
+    logged and named with their byte ranges in the final error (exit 3) and as `shard_failed` rejects of the
+    store built without them. A rerun redoes only those two and gives the same store as an uninterrupted
+    one-shard build."""
+    from pipelines.shards import plan_shards
+
+    out = tmp_path / "failing.duckdb"
+    work = tmp_path / "failing.duckdb.work"
+    env = dict(_env(tmp_path), PREFECT_LOGGING_LEVEL="INFO", JAKET_FAIL_SHARD="1:1,2,wikipedia/3")
+    cmd = _sharded_cmd(out, "--shards", "4", "--shard-retries", "1")
+    run = subprocess.run(cmd + ["--workers", "2"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    log = run.stdout + run.stderr
+    assert run.returncode == 3, log[-3000:]
+    wd = plan_shards(WIKIDATA, 4, tmp_path / "index", "k").shards[2]
+    wp = plan_shards(WIKIPEDIA, 4, tmp_path / "index", "k").shards[3]
+    errors = [line for line in run.stderr.splitlines() if line.startswith("jaket-build-kg: error:")]
+    assert len(errors) == 1 and errors[0].startswith("jaket-build-kg: error: 2 shard(s) kept failing")
+    error = errors[0]
+    for stage, shard in (("wikidata", wd), ("wikipedia", wp)):
+        assert f"{stage} shard {shard.index} of 4, bytes [{shard.start:,}, {shard.end:,})" in error
+        assert f"stage {stage}: {shard.describe()} failed after 2 attempt(s)" in log
+    assert "wikidata shard 1 fails on attempt 1" in log and "Retry 1/1" in log
+    assert json.loads((work / "wikidata" / "shard-0001" / "_SUCCESS").read_text())["stats"]["attempt"] == 2
+    with store.KGStore(out) as s:
+        assert sorted(s.query("SELECT stage, position FROM rejects WHERE reason = 'shard_failed'")) == [
+            ("wikidata", f"bytes {wd.start}-{wd.end}"), ("wikipedia", f"bytes {wp.start}-{wp.end}")]
+        assert 0 < s.counts()["entities"] < EXPECTED["counts"]["items"]
+    kept = {stage: _successes(work / stage) for stage in ("wikidata", "wikipedia")}
+    assert sorted(kept["wikidata"]) == ["shard-0000", "shard-0001", "shard-0003"]
+    assert sorted(kept["wikipedia"]) == ["shard-0000", "shard-0001", "shard-0002"]
+
+    rerun = subprocess.run(cmd, cwd=REPO, env=dict(env, JAKET_FAIL_SHARD=""), capture_output=True, text=True,
+                           timeout=600)
+    log = rerun.stdout + rerun.stderr
+    assert rerun.returncode == 0, log[-3000:]
+    started = sorted(line.split("stage ")[1].split(":")[0] for line in log.splitlines()
+                     if "shard-" in line and ": started" in line)
+    assert started == ["wikidata shard-0002", "wikipedia shard-0003"]
+    for stage in ("wikidata", "wikipedia"):
+        after = _successes(work / stage)
+        assert len(after) == 4 and {k: after[k] for k in kept[stage]} == kept[stage]
+    with store.KGStore(out) as a, store.KGStore(mini_store) as b:
+        assert store.table_checksums(a.con) == store.table_checksums(b.con)
+
+
+@pytest.mark.slow
+def test_dask_local_cluster_builds_the_same_store(mini_store: Path, tmp_path: Path):
+    """`--task-runner dask`: shards run in 2 Dask worker processes (one shard retried there after a failure),
+    report to the flow's Prefect API, and give the same store as the one-shard build."""
+    out = tmp_path / "dask.duckdb"
+    env = dict(_env(tmp_path), PREFECT_LOGGING_LEVEL="INFO", JAKET_FAIL_SHARD="1:1")
+    proc = subprocess.Popen(_sharded_cmd(out, "--task-runner", "dask", "--workers", "2", "--shards", "4"),
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0, log[-3000:]
+    assert "Creating a new Dask cluster" in log and "Retry 1/2" in log
+    assert log.count("Starting temporary server") == 1        # the workers use the flow's API
+    pids = {json.loads(p.read_text())["stats"]["pid"]
+            for p in (tmp_path / "dask.duckdb.work" / "wikidata").glob("shard-*/_SUCCESS")}
+    assert 1 <= len(pids) <= 2 and proc.pid not in pids        # worker processes (2), not the flow's
+    with store.KGStore(out) as a, store.KGStore(mini_store) as b:
+        assert store.table_checksums(a.con) == store.table_checksums(b.con)
