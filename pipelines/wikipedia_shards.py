@@ -50,7 +50,7 @@ def parse_wikipedia_shard(xml: str | os.PathLike, out_dir: str | os.PathLike, pl
     """Pass 1 of one shard into `out_dir`: docs/passages/links/redirects/rejects_stream.parquet + stats.json.
     Sequence numbers count the shard's own articles from 0."""
     failure_hook(STAGE, shard.index, attempt)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     reader = open_shard(xml, shard, plan.size, plan.index_file, PAGE_START,
@@ -67,7 +67,7 @@ def parse_wikipedia_shard(xml: str | os.PathLike, out_dir: str | os.PathLike, pl
     stats = dict(streamer.stats, shard=shard.as_dict(), begin=reader.begin, stop=reader.stop,
                  decompressed_bytes=reader.position, read_seconds=round(reader.read_seconds, 3),
                  xml_error=None if error is None else str(error), peak_rss_mib=peak_rss_mib(), pid=os.getpid(),
-                 wall_seconds=round(time.perf_counter() - t0, 3))
+                 wall_seconds=round(time.perf_counter() - t0, 3), cpu_seconds=round(time.process_time() - cpu0, 3))
     (out / "stats.json").write_text(json.dumps(stats, indent=1, sort_keys=True) + "\n")
     return stats
 
