@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from jaket.evaluation.metrics import hits_at_1, mean_ci
+from pipelines.progress import progress
 
 TOPIC_RE = re.compile(r"\[([^\]]+)\]")
 
@@ -138,7 +139,9 @@ class QAScorer(nn.Module):
         self.path = nn.Linear(q_dim, num_path_types)
         nn.init.zeros_(self.path.weight)
         nn.init.constant_(self.path.bias, 1.0)
-        self.prior_scale = nn.Parameter(torch.tensor(10.0))     # beta
+        nn.init.zeros_(self.phi[-1].weight)                     # epoch 0 = the path ranker: the embedding
+        nn.init.zeros_(self.phi[-1].bias)                       # score starts at 0 and is learned from there
+        self.prior_scale = nn.Parameter(torch.tensor(20.0))     # beta
         self.hidden = hidden
 
     def forward(self, q: torch.Tensor, topic: torch.Tensor, ent_proj: torch.Tensor,
@@ -204,7 +207,7 @@ def train_and_test(q_train: torch.Tensor, t_train: np.ndarray, a_train: list[lis
         model.train()
         return np.concatenate(hits) if hits else np.zeros(0)
 
-    for epoch in range(epochs):
+    for epoch in progress(range(epochs), desc=f"MetaQA {hops}-hop scorer", unit="epoch"):
         order = rng.permutation(keep)
         losses = []
         for lo in range(0, len(order), batch_size):

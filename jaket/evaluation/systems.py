@@ -27,6 +27,7 @@ from jaket.encode import JAKETEncoder, load_encoder
 from jaket.model import merge_mentions
 from jaket.sampling import GraphTensors
 from jaket.tokens import encode_with_spans, relation_rows
+from pipelines.progress import progress
 
 SYSTEMS = ("lm", "lm+gnn", "lm+gnn+m", "jaket")
 
@@ -106,7 +107,8 @@ class EvalSystem:
         lm = self.encoder.model.lm
         out = torch.zeros(len(texts), lm.hidden_size)
         order = np.argsort([len(t) for t in texts], kind="stable")
-        for lo in range(0, len(texts), batch_size):
+        for lo in progress(range(0, len(texts), batch_size), desc=f"{self.name}: embed {len(texts)} texts",
+                           unit="batch"):
             idx = order[lo:lo + batch_size]
             enc = self.tokenizer([texts[i] or "" for i in idx], truncation=True, max_length=max_len,
                                  padding=True, return_tensors="pt")
@@ -158,7 +160,8 @@ class EvalSystem:
         whole = torch.zeros(len(texts), lm.hidden_size)
         order = np.argsort([len(t) for t in texts], kind="stable")
         pad = int(self.tokenizer.pad_token_id)
-        for lo in range(0, len(texts), batch_size):
+        for lo in progress(range(0, len(texts), batch_size), desc=f"{self.name}: encode {len(texts)} texts",
+                           unit="batch"):
             idx = order[lo:lo + batch_size]
             cs = [np.array(spans[i], dtype=np.int64).reshape(-1, 2) for i in idx]
             ids, tok = encode_with_spans(self.tokenizer, [texts[i] for i in idx], cs, self.max_len)
