@@ -142,7 +142,7 @@ class EvalSystem:
         return hashlib.sha1(f"{Path(store.path).name}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
 
     def _memory_km(self, store: object) -> tuple[torch.Tensor, torch.Tensor]:
-        kg = self.encoder.attach(store)
+        kg = self.encoder.attach(store, progress=True)
         return kg.memory.entity.clone(), self.encoder.encode_entities(kg, use_km=True).clone()
 
     # ---- text side ----
