@@ -94,12 +94,43 @@ def wikipedia_shard_task(xml: str, folder: Path, plan: ShardPlan, index: int, ke
         xml, folder, plan, shard, attempt=attempt))
 
 
-@task(name="wikipedia-merge")
-def wikipedia_merge_task(xml: str, wd_dir: Path, folder: Path, plan: ShardPlan, finished: dict[int, dict],
-                         failed: dict[int, str], alias_linking: bool, ner: bool) -> dict:
-    from pipelines.wikipedia_shards import merge_wikipedia_shards
+@task(name="wikipedia-resolve")
+def wikipedia_resolve_task(xml: str, wd_dir: Path, folder: Path, plan: ShardPlan, finished: dict[int, dict],
+                           failed: dict[int, str], link: bool) -> tuple[dict, list[tuple[int, int]]]:
+    from pipelines.wikipedia_shards import prepare_wikipedia_merge
 
-    return merge_wikipedia_shards(xml, wd_dir, folder, plan, finished, failed, alias_linking=alias_linking, ner=ner)
+    return prepare_wikipedia_merge(xml, wd_dir, folder, plan, finished, failed, link=link)
+
+
+@task(name="wikipedia-link")
+def wikipedia_link_task(folder: Path, part: int, seq_range: tuple[int, int], alias_linking: bool,
+                        ner: bool) -> dict[str, int]:
+    from flows.build_kg import show_progress_logs
+    from pipelines.wikipedia_shards import link_wikipedia_range
+
+    show_progress_logs()
+    return link_wikipedia_range(folder, part, seq_range, alias_linking, ner)
+
+
+@task(name="wikipedia-complete")
+def wikipedia_complete_task(wd_dir: Path, folder: Path, stats: dict, parts: int, ner: bool) -> dict:
+    from pipelines.wikipedia_shards import complete_wikipedia_merge
+
+    return complete_wikipedia_merge(wd_dir, folder, stats, parts, ner)
+
+
+def _wikipedia_merge(wikipedia: str, wd_dir: Path, wp_dir: Path, plan: ShardPlan, finished: dict[int, dict],
+                     failed: dict[int, str], alias_linking: bool, ner: bool, retries: int) -> dict:
+    """Pass 2 once, pass 3 (per article) in one task per shard's article range, then the stage's files."""
+    link = alias_linking or ner
+    stats, ranges = wikipedia_resolve_task.submit(wikipedia, wd_dir, wp_dir, plan, finished, failed, link).result()
+    ranges = ranges if link else []
+    futures = [wikipedia_link_task.with_options(retries=retries, retry_delay_seconds=RETRY_DELAY_S,
+                                                task_run_name=f"wikipedia-link-{part:04d}").submit(
+        wp_dir, part, seq_range, alias_linking, ner) for part, seq_range in enumerate(ranges)]
+    for future in futures:
+        future.result()
+    return wikipedia_complete_task.submit(wd_dir, wp_dir, stats, len(ranges), ner).result()
 
 
 def _done(folder: Path, key: str) -> dict | None:
@@ -226,8 +257,7 @@ def ingest_shards(wikidata: str, wd_dir: Path, wd_key: str, count: int, retries:
         wikipedia, wp_dir / shard.name, plan, shard.index, _key({"in": wp_input_key, "shard": shard.as_dict()}))
         for shard in plan.shards]
     finished, failed = _run_shards("wikipedia", wp_dir, plan, futures, retries, "articles")
-    stats = wikipedia_merge_task.submit(wikipedia, wd_dir, wp_dir, plan, finished, failed, alias_linking,
-                                        ner).result()
+    stats = _wikipedia_merge(wikipedia, wd_dir, wp_dir, plan, finished, failed, alias_linking, ner, retries)
     if not failed:
         _mark_done(wp_dir, wp_key, stats)
     results["wikipedia"] = StageResult(stats, wp_key, failed, plan)

@@ -7,7 +7,7 @@
 2. Resolve in Polars joins: redirect chains are followed (cycles and chains over MAX_HOPS are rejected), then
    title -> QID through the enwiki sitelinks of items.parquet, directly or through a redirect. A document's
    qid is its title's entity (sitelink to the title, or a sitelink to a redirect that points to it).
-3. Optionally add alias mentions (and NER candidates) per article (pipelines.linking), reading the passages,
+3. Optionally add alias mentions (and NER candidates) per article (pipelines.wikipedia_link), reading the passages,
    anchors and the names of each article's entities as three streams sorted by article.
 """
 
@@ -27,7 +27,6 @@ import polars as pl
 import pyarrow as pa
 
 from pipelines.dump_io import READ_BUFFER, InputMissing, open_recovering, require_file
-from pipelines.linking import AliasLinker, NerCandidates, entity_names, resolve_ner
 from pipelines.progress import progress
 from pipelines.sentences import DEFAULT_MAX_PASSAGE_CHARS, locate, make_passages
 from pipelines.shards import stage_files
@@ -35,13 +34,12 @@ from pipelines.text_stage import (
     DOCUMENTS,
     MENTIONS,
     PASSAGES,
-    GroupCursor,
     Rejects,
     RowWriter,
     finish_stage,
-    iter_groups,
     prepare_out_dir,
 )
+from pipelines.wikipedia_link import finish_linking, link_articles, prepare_linking
 from pipelines.wikitext import clean_wikitext, link_kind, normalize_title
 
 log = logging.getLogger(__name__)
@@ -53,10 +51,6 @@ _SEQ_PASSAGES = pa.schema([("seq", pa.int64()), *PASSAGES])
 _LINKS = pa.schema([("seq", pa.int64()), ("page_id", pa.int64()), ("idx", pa.int32()), ("target", pa.string()),
                     ("char_start", pa.int32()), ("char_end", pa.int32())])
 _REDIRECTS = pa.schema([("title", pa.string()), ("target", pa.string())])
-_EXTRA = pa.schema([("seq", pa.int64()), ("page_id", pa.int64()), ("idx", pa.int32()), ("qid", pa.string()),
-                    ("char_start", pa.int32()), ("char_end", pa.int32()), ("source", pa.string())])
-_NER_CAND = pa.schema([("seq", pa.int64()), ("page_id", pa.int64()), ("idx", pa.int32()),
-                       ("char_start", pa.int32()), ("char_end", pa.int32()), ("name_lower", pa.string())])
 
 
 @dataclass(slots=True)
@@ -235,52 +229,6 @@ def _resolve(tmp: Path, items_path: list[Path], out: Path, source: str, stats: d
     return index
 
 
-def _link_extra(tmp: Path, items_path: list[Path], aliases_path: list[Path], alias_linking: bool, ner: bool,
-                stats: dict) -> list[Path]:
-    """Pass 3: alias mentions (and NER candidates) per article; returns the Parquet files of extra mentions."""
-    names = entity_names(items_path, aliases_path)
-    entities = pl.concat([
-        pl.scan_parquet(tmp / "anchors.parquet").select("seq", "qid"),
-        pl.scan_parquet(tmp / "docs_resolved.parquet").filter(pl.col("qid").is_not_null()).select("seq", "qid"),
-    ]).unique()
-    entities.join(names, on="qid", how="inner").sort("seq", "qid", "name").sink_parquet(tmp / "page_names.parquet")
-    pl.scan_parquet(tmp / "anchors.parquet").sort("seq", "idx", "char_start").sink_parquet(tmp / "anchors_sorted.parquet")
-    anchors = GroupCursor(iter_groups(tmp / "anchors_sorted.parquet", "seq", ["idx", "char_start", "char_end"]),
-                          ["idx", "char_start", "char_end"])
-    page_names = GroupCursor(iter_groups(tmp / "page_names.parquet", "seq", ["qid", "name"]), ["qid", "name"])
-    linker = AliasLinker() if alias_linking else None
-    recognizer = NerCandidates() if ner else None
-    out_alias = RowWriter(tmp / "alias.parquet", _EXTRA)
-    out_ner = RowWriter(tmp / "ner_candidates.parquet", _NER_CAND)
-    with out_alias, out_ner:
-        for seq, rows in iter_groups(tmp / "passages.parquet", "seq", ["page_id", "idx", "text"]):
-            page_id, texts = rows["page_id"][0], rows["text"]
-            taken: list[list[tuple[int, int]]] = [[] for _ in texts]
-            group = anchors.take(seq)
-            for idx, s, e in zip(group["idx"], group["char_start"], group["char_end"], strict=True):
-                taken[idx].append((s, e))
-            if linker is not None:
-                by_qid: dict[str, list[str]] = {}
-                group = page_names.take(seq)
-                for qid, name in zip(group["qid"], group["name"], strict=True):
-                    by_qid.setdefault(qid, []).append(name)
-                for idx, qid, s, e in linker.link(texts, taken, by_qid):
-                    out_alias.add(seq, page_id, idx, qid, s, e, "alias")
-                    taken[idx].append((s, e))
-            if recognizer is not None:
-                for idx, s, e, text in recognizer.spans(texts, taken):
-                    out_ner.add(seq, page_id, idx, s, e, text)
-    stats["mentions_alias"] = out_alias.count
-    files = [tmp / "alias.parquet"]
-    if ner:
-        resolve_ner(pl.scan_parquet(tmp / "ner_candidates.parquet"), names).with_columns(
-            pl.lit("ner").alias("source")).select(_EXTRA.names).sink_parquet(tmp / "ner.parquet")
-        stats["ner_candidates"] = out_ner.count
-        stats["mentions_ner"] = pl.scan_parquet(tmp / "ner.parquet").select(pl.len()).collect().item()
-        files.append(tmp / "ner.parquet")
-    return files
-
-
 def _read(reader: BinaryIO, streamer: _Streamer) -> ET.ParseError | None:
     try:
         with reader:
@@ -335,10 +283,27 @@ def finish_wikipedia(tmp: Path, wikidata_dir: str | Path, out: Path, source: str
                      alias_linking: bool = True, ner: bool = False) -> dict:
     """Passes 2 and 3 over the pass-1 files in `tmp` (docs, passages, links, redirects, rejects_stream):
     resolve links and documents, add alias/NER mentions, write the stage's files and stats."""
+    link = alias_linking or ner
+    resolve_wikipedia(tmp, wikidata_dir, out, source, stats, link)
+    if link:
+        link_articles(tmp, tmp, None, alias_linking, ner)
+    return complete_wikipedia(tmp, wikidata_dir, out, stats, t0, [tmp] if link else [], ner)
+
+
+def resolve_wikipedia(tmp: Path, wikidata_dir: str | Path, out: Path, source: str, stats: dict, link: bool) -> None:
+    """Pass 2 (redirects, titles -> QIDs, documents) and, when linking follows, its inputs sorted by article."""
+    items_path = wikidata_items(wikidata_dir)
+    _resolve(tmp, items_path, out, source, stats)
+    if link:
+        prepare_linking(tmp, items_path, stage_files(wikidata_dir, "aliases"))
+
+
+def complete_wikipedia(tmp: Path, wikidata_dir: str | Path, out: Path, stats: dict, t0: float, parts: list[Path],
+                       ner: bool) -> dict:
+    """The stage's files from pass 2's output and pass 3's outputs `parts` (folders, in article order)."""
     items_path = wikidata_items(wikidata_dir)
     aliases_path = stage_files(wikidata_dir, "aliases")
-    _resolve(tmp, items_path, out, source, stats)
-    extra = _link_extra(tmp, items_path, aliases_path, alias_linking, ner, stats) if alias_linking or ner else []
+    extra = finish_linking(tmp, parts, items_path, aliases_path, ner, stats) if parts else []
     cols = list(MENTIONS.names)
     mentions = pl.concat([pl.scan_parquet(tmp / "anchors.parquet").select("seq", *cols)]
                          + [pl.scan_parquet(f).select("seq", *cols) for f in extra])

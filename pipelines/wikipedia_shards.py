@@ -1,7 +1,9 @@
 """The `wikipedia` stage in shards: pass 1 (XML -> cleaned articles, passages, links, redirects) runs per byte
-range of the XML, split on `<page>` lines; `merge_wikipedia_shards` concatenates the shards' pass-1 files
-in order (article sequence numbers shifted by the articles of the shards before) and runs passes 2 and 3
-(redirects, title -> QID, alias/NER mentions) once, exactly as the one-shard stage does.
+range of the XML, split on `<page>` lines; the merge concatenates the shards' pass-1 files in order (article
+sequence numbers shifted by the articles of the shards before), runs pass 2 (redirects, title -> QID) once and
+pass 3 (alias/NER mentions, per article) in article ranges, one per shard, that the flow runs in parallel:
+`prepare_wikipedia_merge`, `link_wikipedia_range` (each range), `complete_wikipedia_merge`. The result equals
+the one-shard stage's.
 
 Each shard reads its range wrapped in the dump's own root element (`<mediawiki xmlns=...>`), so the
 namespace-agnostic page reader sees a complete document.
@@ -31,7 +33,8 @@ from pipelines.shards import (
     peak_rss_mib,
 )
 from pipelines.text_stage import REJECTS, Rejects, prepare_out_dir
-from pipelines.wikipedia import STAGE, _read, _Streamer, finish_wikipedia, wikidata_items
+from pipelines.wikipedia import STAGE, _read, _Streamer, complete_wikipedia, resolve_wikipedia, wikidata_items
+from pipelines.wikipedia_link import link_articles
 
 PASS1 = ("docs", "passages", "links", "redirects", "rejects_stream")
 _ROOT = re.compile(rb"<mediawiki\b[^>]*>")
@@ -72,12 +75,13 @@ def parse_wikipedia_shard(xml: str | os.PathLike, out_dir: str | os.PathLike, pl
     return stats
 
 
-def merge_wikipedia_shards(xml: str | os.PathLike, wikidata_dir: str | os.PathLike, stage_dir: str | os.PathLike,
-                           plan: ShardPlan, finished: dict[int, dict], failed: dict[int, str] | None = None, *,
-                           alias_linking: bool = True, ner: bool = False) -> dict:
-    """Passes 2 and 3 over the finished shards' pass-1 files; writes the stage's files. A failed shard (index ->
-    error) is left out and reported as a `shard_failed` reject with its byte range."""
-    t0 = time.perf_counter()
+def prepare_wikipedia_merge(xml: str | os.PathLike, wikidata_dir: str | os.PathLike, stage_dir: str | os.PathLike,
+                            plan: ShardPlan, finished: dict[int, dict], failed: dict[int, str] | None = None, *,
+                            link: bool = True) -> tuple[dict, list[tuple[int, int]]]:
+    """Pass 2 over the finished shards' pass-1 files (concatenated in order, article numbers shifted) and the
+    inputs of pass 3; returns the stats so far and the article ranges (one per finished shard) to link. A
+    failed shard (index -> error) is left out and reported as a `shard_failed` reject with its byte range."""
+    started = time.time()
     wikidata_items(wikidata_dir)
     out, tmp = prepare_out_dir(stage_dir)
     source = Path(xml).name
@@ -85,7 +89,7 @@ def merge_wikipedia_shards(xml: str | os.PathLike, wikidata_dir: str | os.PathLi
                 "links_crossing_passage", "pages_with_broken_wikitext")
     stats: dict = dict.fromkeys(counters, 0)
     frames: dict[str, list[pl.LazyFrame]] = {name: [] for name in PASS1}
-    parse_errors, failed = [], failed or {}
+    parse_errors, failed, ranges = [], failed or {}, []
     for shard in plan.shards:
         if shard.index in failed:
             parse_errors.append((f"bytes {shard.start}-{shard.end}", "shard_failed",
@@ -100,8 +104,11 @@ def merge_wikipedia_shards(xml: str | os.PathLike, wikidata_dir: str | os.PathLi
         if shard_stats.get("xml_error"):
             parse_errors.append((f"after page {stats['pages'] + shard_stats['pages']}", "xml_parse_error",
                                  shard_stats["xml_error"]))
+        ranges.append((stats["articles"], stats["articles"] + int(shard_stats["articles"])))
         for key in counters:
             stats[key] += int(shard_stats.get(key) or 0)
+    if not ranges:
+        raise RuntimeError(f"{STAGE}: every shard failed; nothing to merge")
     for name, parts in frames.items():
         pl.concat(parts).sink_parquet(tmp / f"{name}.parquet")
     if parse_errors:  # an XML error ends its shard only; the shards after it are read
@@ -117,4 +124,34 @@ def merge_wikipedia_shards(xml: str | os.PathLike, wikidata_dir: str | os.PathLi
                  shards=len(plan.shards), shards_failed={str(i): failed[i] for i in sorted(failed)},
                  shard_seconds_max=max((s.get("wall_seconds") or 0 for s in finished.values()), default=0),
                  peak_rss_mib_max=max((s.get("peak_rss_mib") or 0 for s in finished.values()), default=0))
-    return finish_wikipedia(tmp, wikidata_dir, out, source, stats, t0, alias_linking=alias_linking, ner=ner)
+    resolve_wikipedia(tmp, wikidata_dir, out, source, stats, link)
+    stats["merge_started"] = started
+    return stats, ranges
+
+
+def link_wikipedia_range(stage_dir: str | os.PathLike, part: int, seq_range: tuple[int, int], alias_linking: bool,
+                         ner: bool) -> dict[str, int]:
+    """Pass 3 over one article range (after prepare_wikipedia_merge), into `_tmp/link-NNNN/`."""
+    tmp = Path(stage_dir) / "_tmp"
+    return link_articles(tmp, tmp / f"link-{part:04d}", seq_range, alias_linking, ner)
+
+
+def complete_wikipedia_merge(wikidata_dir: str | os.PathLike, stage_dir: str | os.PathLike, stats: dict,
+                             parts: int, ner: bool) -> dict:
+    """The stage's files from pass 2 and the `parts` linked ranges (0 when there was no linking)."""
+    tmp = Path(stage_dir) / "_tmp"
+    t0 = time.perf_counter() - (time.time() - stats.pop("merge_started", time.time()))
+    return complete_wikipedia(tmp, wikidata_dir, Path(stage_dir), stats, t0,
+                              [tmp / f"link-{i:04d}" for i in range(parts)], ner)
+
+
+def merge_wikipedia_shards(xml: str | os.PathLike, wikidata_dir: str | os.PathLike, stage_dir: str | os.PathLike,
+                           plan: ShardPlan, finished: dict[int, dict], failed: dict[int, str] | None = None, *,
+                           alias_linking: bool = True, ner: bool = False) -> dict:
+    """Passes 2 and 3 over the finished shards' pass-1 files, in this process (the flow runs the article
+    ranges of pass 3 as parallel tasks); writes the stage's files."""
+    link = alias_linking or ner
+    stats, ranges = prepare_wikipedia_merge(xml, wikidata_dir, stage_dir, plan, finished, failed, link=link)
+    for part, seq_range in enumerate(ranges if link else []):
+        link_wikipedia_range(stage_dir, part, seq_range, alias_linking, ner)
+    return complete_wikipedia_merge(wikidata_dir, stage_dir, stats, len(ranges) if link else 0, ner)
