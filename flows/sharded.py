@@ -22,6 +22,7 @@ from prefect import flow, get_run_logger, task
 from prefect.futures import PrefectFuture, wait
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
+from pipelines.dump_io import file_checksum
 from pipelines.progress import LOG_EVERY_S, progress
 from pipelines.shards import ShardPlan, plan_shards
 
@@ -148,7 +149,7 @@ def _mark_done(folder: Path, key: str, stats: dict) -> None:
     os.replace(tmp, folder / "_SUCCESS")
 
 
-def _prepare(stage: str, source: str, folder: Path, count: int, key: str, threads: int | None) -> ShardPlan | None:
+def _prepare(stage: str, source: str, folder: Path, count: int, threads: int | None) -> ShardPlan | None:
     """Remove what is not a shard of this plan (a one-shard output, stale shards), then plan (builds or reuses
     the seek index). None when the input cannot be indexed (damaged or truncated compressed file): the stage then
     reads it whole, through the reader that keeps everything before the damage."""
@@ -159,8 +160,8 @@ def _prepare(stage: str, source: str, folder: Path, count: int, key: str, thread
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
     logger = get_run_logger()
     t0 = time.perf_counter()
-    try:
-        plan = plan_shards(source, count, folder / INDEX_DIR, key, threads)
+    try:  # the index depends on the input only: a rerun with another shard count reuses it
+        plan = plan_shards(source, count, folder / INDEX_DIR, file_checksum(source), threads)
     except Exception as exc:  # noqa: BLE001 - any decoder error: fall back to the one-shard path
         logger.warning("stage %s: %s cannot be split (%s: %s); parsed as one shard", stage, Path(source).name,
                        type(exc).__name__, exc)
@@ -208,7 +209,7 @@ def _wikidata_stage(wikidata: str, wd_dir: Path, wd_key: str, count: int, retrie
     if done is not None:
         logger.info("stage wikidata: up to date (%d shards), skipped", count)
         return StageResult(done["stats"], wd_key)
-    plan = _prepare("wikidata", wikidata, wd_dir, count, wd_key, threads)
+    plan = _prepare("wikidata", wikidata, wd_dir, count, threads)
     if plan is None:
         return StageResult(wikidata_task(wikidata, wd_dir, wd_key, None), wd_key)
     futures = [wikidata_shard_task.with_options(
@@ -245,7 +246,7 @@ def ingest_shards(wikidata: str, wd_dir: Path, wd_key: str, count: int, retries:
         logger.info("stage wikipedia: up to date (%d shards), skipped", count)
         results["wikipedia"] = StageResult(wp["stats"], wp_key)
         return results
-    plan = _prepare("wikipedia", wikipedia, wp_dir, count, wp_key, threads)
+    plan = _prepare("wikipedia", wikipedia, wp_dir, count, threads)
     if plan is None:
         from flows.build_kg import wikipedia_task
 
