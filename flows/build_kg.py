@@ -94,6 +94,17 @@ def corpus_task(path: str, folder: Path, key: str) -> dict:
     return run_stage("corpus", folder, key, lambda: parse_trex(path, folder))
 
 
+def run_corpus_stages(corpus: list[str], work: Path, checksums: dict[str, str], stage_stats: dict,
+                      text_dirs: list[tuple[str, Path]]) -> None:
+    """The corpus stage of each T-REx-shaped file (a task each, skipped when up to date); appends its stats and
+    its output folder."""
+    for i, path in enumerate(corpus):
+        c_dir = work / f"corpus{i}"
+        c_key = _key({"v": PIPELINE_VERSION, "in": checksums[str(Path(path).resolve())]})
+        stage_stats[f"corpus{i}"] = corpus_task(path, c_dir, c_key)
+        text_dirs.append(("corpus", c_dir))
+
+
 @task(name="assemble")
 def assemble_task(out: Path, wikidata_dir: Path, text_dirs: list[tuple[str, Path]], options: dict,
                   meta: dict) -> dict:
@@ -164,11 +175,7 @@ def build_kg(wikidata: str, out: str = "kg_store/wiki.duckdb", wikipedia: str | 
             if shards <= 1:
                 stage_stats["wikipedia"] = wikipedia_task(wikipedia, wd_dir, wp_dir, wp_key, alias_linking, ner)
             text_dirs.append(("wikipedia", wp_dir))
-        for i, path in enumerate(corpus):
-            c_dir = work / f"corpus{i}"
-            c_key = _key({"v": PIPELINE_VERSION, "in": checksums[str(Path(path).resolve())]})
-            stage_stats[f"corpus{i}"] = corpus_task(path, c_dir, c_key)
-            text_dirs.append(("corpus", c_dir))
+        run_corpus_stages(corpus, work, checksums, stage_stats, text_dirs)
         meta = {
             "schema_version": store.SCHEMA_VERSION, "pipeline_version": PIPELINE_VERSION,
             "inputs": {"wikidata": wikidata, "wikipedia": wikipedia, "corpus": corpus},

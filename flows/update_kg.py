@@ -24,7 +24,7 @@ from flows.build_kg import (
     _key,
     _versions,
     check_inputs,
-    corpus_task,
+    run_corpus_stages,
     wikidata_task,
     wikipedia_task,
 )
@@ -96,11 +96,7 @@ def update_kg(store_path: str, wikidata: str, wikipedia: str | None = None, corp
             stage_stats["wikipedia"] = wikipedia_task(wikipedia, wd_dir, wp_dir, wp_key, opts["alias_linking"],
                                                       opts["ner"])
             text_dirs.append(("wikipedia", wp_dir))
-        for i, path in enumerate(corpus):
-            c_dir = work / f"corpus{i}"
-            c_key = _key({"v": PIPELINE_VERSION, "in": checksums[str(Path(path).resolve())]})
-            stage_stats[f"corpus{i}"] = corpus_task(path, c_dir, c_key)
-            text_dirs.append(("corpus", c_dir))
+        run_corpus_stages(corpus, work, checksums, stage_stats, text_dirs)
         meta = {"schema_version": store.SCHEMA_VERSION, "pipeline_version": PIPELINE_VERSION,
                 "inputs": {"wikidata": wikidata, "wikipedia": wikipedia, "corpus": corpus},
                 "input_checksums": checksums, "stages": stage_stats, "started": started, "options": opts,

@@ -255,19 +255,24 @@ def verify(con: duckdb.DuckDBPyConnection) -> None:
         raise RuntimeError("store integrity check failed after the update: " + "; ".join(problems))
 
 
-def update_from_stages(store_path: str | Path, wikidata_dir: Path, options: AssembleOptions, work: Path,
-                       meta: dict | None = None) -> dict:
-    """Update `store_path` from stage outputs of newer dumps (the caller holds `store.writer_lock`).
-
-    The snapshot is assembled from the stage outputs exactly like a from-scratch build (into
-    WORK/update/snapshot.duckdb, deleted afterwards), then merged with the current store (module docstring)."""
+def snapshot_path(store_path: str | Path, work: Path) -> tuple[Path, Path]:
+    """(the existing store, a fresh WORK/update/snapshot.duckdb path) for an update's snapshot."""
     store_path = Path(store_path)
     if not store_path.is_file():
         raise store.StoreNotFound(f"store not found: {store_path}")
     folder = Path(work) / "update"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    snap = folder / "snapshot.duckdb"
+    return store_path, folder / "snapshot.duckdb"
+
+
+def update_from_stages(store_path: str | Path, wikidata_dir: Path, options: AssembleOptions, work: Path,
+                       meta: dict | None = None) -> dict:
+    """Update `store_path` from stage outputs of newer dumps (the caller holds `store.writer_lock`).
+
+    The snapshot is assembled from the stage outputs exactly like a from-scratch build (into
+    WORK/update/snapshot.duckdb, deleted afterwards), then merged with the current store (module docstring)."""
+    store_path, snap = snapshot_path(store_path, work)
     con = store.create(snap)
     try:
         assembled = assemble(con, Path(wikidata_dir), options)
@@ -278,5 +283,5 @@ def update_from_stages(store_path: str | Path, wikidata_dir: Path, options: Asse
     with store.atomic_store(store_path) as con:
         stats = merge_snapshot(con, store_path, snap, "dumps", meta=meta)
         verify(con)
-    shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(snap.parent, ignore_errors=True)
     return {**stats, "assemble": assembled}

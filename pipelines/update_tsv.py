@@ -27,7 +27,7 @@ import duckdb
 from kg_store import store
 from pipelines.custom_kg import _read_tsv
 from pipelines.descriptions import create_mention_spans
-from pipelines.update import REMOVED, _count, _run_steps, merge_snapshot, verify
+from pipelines.update import REMOVED, _count, _run_steps, merge_snapshot, snapshot_path, verify
 
 EMPTY = {"e_in": "id VARCHAR, label VARCHAR, description VARCHAR, category VARCHAR",
          "t_in": "head VARCHAR, relation VARCHAR, tail VARCHAR", "r_in": "id VARCHAR, label VARCHAR, "
@@ -196,13 +196,7 @@ def _triples(con: duckdb.DuckDBPyConnection) -> None:
 def update_from_tsv(store_path: str | Path, work: Path, **files: Path | None) -> dict:
     """Update `store_path` from change files (keyword arguments of `apply_tsv_changes`); the caller holds
     `store.writer_lock`. The snapshot is a copy of the store in WORK/update/ (deleted afterwards)."""
-    store_path = Path(store_path)
-    if not store_path.is_file():
-        raise store.StoreNotFound(f"store not found: {store_path}")
-    folder = Path(work) / "update"
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    snap = folder / "snapshot.duckdb"
+    store_path, snap = snapshot_path(store_path, work)
     shutil.copyfile(store_path, snap)
     wal = Path(str(store_path) + ".wal")
     if wal.exists():
@@ -218,5 +212,5 @@ def update_from_tsv(store_path: str | Path, work: Path, **files: Path | None) ->
                                meta={"last_update_inputs": {k: str(v) for k, v in files.items()
                                                             if v is not None and k != "header"}})
         verify(con)
-    shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(snap.parent, ignore_errors=True)
     return {**stats, "applied": applied}
