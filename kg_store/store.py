@@ -67,14 +67,25 @@ def apply_views(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(VIEWS_SQL.read_text())
 
 
+@contextlib.contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """BEGIN ... COMMIT, or ROLLBACK (and re-raise) when the block raises: all of it or nothing."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
 def write_tables(con: duckdb.DuckDBPyConnection, tables: Mapping[str, Any], append: bool = False) -> None:
     """Write dataframes (Polars, pandas or Arrow) into store tables in ONE transaction.
 
     Columns are matched by name (`INSERT ... BY NAME`), so a frame may omit nullable columns.
     Without `append` the tables are emptied first.
     """
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         for name, frame in tables.items():
             if name not in TABLES:
                 raise ValueError(f"unknown store table {name!r}")
@@ -83,10 +94,6 @@ def write_tables(con: duckdb.DuckDBPyConnection, tables: Mapping[str, Any], appe
                 con.execute(f"DELETE FROM {name}")
             con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM _incoming")
             con.unregister("_incoming")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
 
 
 def set_meta(con: duckdb.DuckDBPyConnection, values: Mapping[str, Any]) -> None:
@@ -98,10 +105,9 @@ def set_meta(con: duckdb.DuckDBPyConnection, values: Mapping[str, Any]) -> None:
         if isinstance(value, (dict, list, tuple)):
             value = orjson.dumps(value).decode()
         rows.append((key, None if value is None else str(value)))
-    con.execute("BEGIN TRANSACTION")
-    con.executemany("DELETE FROM meta WHERE key = ?", [(k,) for k, _ in rows])
-    con.executemany("INSERT INTO meta VALUES (?, ?)", rows)
-    con.execute("COMMIT")
+    with transaction(con):
+        con.executemany("DELETE FROM meta WHERE key = ?", [(k,) for k, _ in rows])
+        con.executemany("INSERT INTO meta VALUES (?, ?)", rows)
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import duckdb
 
+from kg_store import store
 from pipelines.descriptions import choose_descriptions_sql, create_mention_spans
 from pipelines.progress import progress
 from pipelines.shards import stage_files
@@ -57,18 +58,14 @@ def assemble(con: duckdb.DuckDBPyConnection, wikidata_dir: Path, options: Assemb
              ("entities table", lambda: _load_entities_table(con)),
              ("rejects", lambda: _load_rejects(con, [wd] + [d for _, d in options.text_dirs]))]
     bar = progress(total=len(steps), desc="assemble", unit="step")   # a bar on a terminal, else log lines
-    con.execute("BEGIN TRANSACTION")
-    try:
-        for name, step in steps:
-            bar.set_postfix(step=name)
-            step()
-            bar.update(1)
-        bar.close()
-        con.execute("COMMIT")
-    except BaseException:
-        bar.close()
-        con.execute("ROLLBACK")
-        raise
+    with store.transaction(con):
+        try:
+            for name, step in steps:
+                bar.set_postfix(step=name)
+                step()
+                bar.update(1)
+        finally:
+            bar.close()
     stats["assemble_seconds"] = round(time.perf_counter() - t0, 3)
     return stats
 

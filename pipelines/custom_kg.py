@@ -15,6 +15,7 @@ from pathlib import Path
 
 import duckdb
 
+from kg_store import store
 from pipelines.descriptions import create_mention_spans
 from pipelines.dump_io import require_file
 
@@ -81,17 +82,12 @@ def import_tsv(con: duckdb.DuckDBPyConnection, entities: Path, triples: Path, re
     else:
         con.execute("CREATE OR REPLACE TEMP TABLE a_in (row_no BIGINT, id VARCHAR, alias VARCHAR)")
 
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with store.transaction(con):
         _entities(con, add_missing_entities, stats)
         _relations_triples(con, stats)
         con.execute("INSERT INTO aliases SELECT DISTINCT e.entity_id, a.alias FROM a_in a "
                     "JOIN ents e ON e.qid = a.id")
         con.execute("INSERT INTO rejects SELECT * FROM tsv_rejects")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     stats["rejects"] = int(con.execute("SELECT count(*) FROM rejects").fetchall()[0][0])
     stats["seconds"] = round(time.perf_counter() - t0, 3)
     return stats

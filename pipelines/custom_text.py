@@ -12,6 +12,7 @@ from pathlib import Path
 
 import duckdb
 
+from kg_store import store
 from pipelines.assemble import _load_text as load_text_tables
 from pipelines.trex import parse_trex
 
@@ -32,16 +33,11 @@ def add_linked_text(con: duckdb.DuckDBPyConnection, text_dirs: list[tuple[str, P
     con.execute("CREATE OR REPLACE TEMP VIEW items AS SELECT entity_id, qid FROM entities")
     con.execute("CREATE OR REPLACE TEMP TABLE assemble_rejects (stage VARCHAR, source VARCHAR, "
                 "position VARCHAR, reason VARCHAR, raw VARCHAR, action VARCHAR)")
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with store.transaction(con):
         load_text_tables(con, text_dirs, stats)
         for _, folder in text_dirs:
             rejects = folder / "rejects.parquet"
             if rejects.exists():
                 con.execute("INSERT INTO rejects BY NAME SELECT * FROM read_parquet(?)", [str(rejects)])
         con.execute("INSERT INTO rejects SELECT * FROM assemble_rejects")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     return stats

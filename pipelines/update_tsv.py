@@ -55,8 +55,7 @@ def apply_tsv_changes(con: duckdb.DuckDBPyConnection, entities: Path | None = No
              "relation_lines": _load(con, "r_in", relations, header), "alias_lines": _load(con, "a_in", aliases, header),
              "remove_entity_lines": _load(con, "x_in", remove_entities, header),
              "remove_triple_lines": _load(con, "y_in", remove_triples, header)}
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with store.transaction(con):
         _run_steps("update: apply TSV", [
             ("entities", lambda: _upsert_entities(con)),
             ("remove entities", lambda: _remove_entities(con)),
@@ -66,10 +65,6 @@ def apply_tsv_changes(con: duckdb.DuckDBPyConnection, entities: Path | None = No
         con.execute("UPDATE tsv_rejects SET stage = 'update'")
         stats["rejects"] = _count(con, "SELECT count(*) FROM tsv_rejects")
         con.execute("INSERT INTO rejects SELECT * FROM tsv_rejects")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     return stats
 
 
