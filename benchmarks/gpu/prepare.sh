@@ -8,6 +8,11 @@
 #   1. carry .dev/p1: mkdir -p /root/jk/parts && cp .dev/p1/* /root/jk/parts/
 #   2. carry .dev/p2: cp .dev/p2/* /root/jk/parts/ && benchmarks/gpu/join_model.sh /root/jk/parts /root/jk/model
 #   3. carry .dev/p3: benchmarks/gpu/pretrain_on_gpu.sh .dev/p3 /root/jk/model $OUT 7
+# A machine left idle for more than 30 s goes back and the next call gets a bare one (/root/jk is gone): issue
+# the three calls without pauses, and put everything that must happen on one machine into the third call.
+# Session 2 spent 15 min of device time as follows: start + calls 1-3 ~5 min (the run stopped after 2 of its 6
+# minutes: see the calibration note in pretrain_on_gpu.sh), an idle gap lost the machine, then calls 1-3 again
+# with a fixed 3,000 steps.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 STORE=${1:-kg_store/corpus.duckdb}
