@@ -53,7 +53,7 @@ def assemble(con: duckdb.DuckDBPyConnection, wikidata_dir: Path, options: Assemb
     steps = [("entities", lambda: _load_entities(con, wd, stats)),
              ("relations+triples", lambda: _load_relations_and_triples(con, wd, stats)),
              ("categories", lambda: _load_categories(con, wd, options, stats)),
-             ("text", lambda: _load_text(con, options.text_dirs, stats)),
+             ("text", lambda: load_text(con, options.text_dirs, stats)),
              ("descriptions", lambda: _load_descriptions(con, options.text_dirs, stats)),
              ("entities table", lambda: _load_entities_table(con)),
              ("rejects", lambda: _load_rejects(con, [wd] + [d for _, d in options.text_dirs]))]
@@ -181,7 +181,7 @@ def _load_categories(con: duckdb.DuckDBPyConnection, wd: Path, options: Assemble
         con, "SELECT count(*) FROM entity_category WHERE category_id IS NOT NULL")
 
 
-def _load_text(con: duckdb.DuckDBPyConnection, text_dirs: list[tuple[str, Path]], stats: dict) -> None:
+def load_text(con: duckdb.DuckDBPyConnection, text_dirs: list[tuple[str, Path]], stats: dict) -> None:
     """documents/passages/mentions of each text stage, re-keyed to dense ids; mentions of unknown entities
     are rejected (counted)."""
     con.execute("CREATE OR REPLACE TEMP TABLE docs_all (src_rank INTEGER, source VARCHAR, page_id VARCHAR, "

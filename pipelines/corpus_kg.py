@@ -20,13 +20,13 @@ from pathlib import Path
 
 from pipelines.eval_kgs import (
     QID_RE,
-    _clean,
-    _open,
-    _relation_rows,
+    clean_field,
     entity_text,
+    open_text,
     read_labels,
     read_qid_triples,
     relation_names,
+    relation_table_rows,
     short_id,
     trex_triples,
     write_tsvs,
@@ -49,7 +49,7 @@ def fewrel_pairs(data: Path) -> set[frozenset]:
 def mention_surfaces(path: Path) -> dict[str, Counter]:
     """QID -> Counter of the surface forms it is mentioned by in a T-REx-shaped file."""
     out: dict[str, Counter] = {}
-    with _open(path) as handle:
+    with open_text(path) as handle:
         for line in handle:
             for ent in json.loads(line).get("entities") or []:
                 qid = short_id(str(ent.get("uri", "")))
@@ -86,10 +86,10 @@ def pretraining_rows(data: Path) -> tuple[dict[str, list[tuple]], dict[str, int]
             label = surfaces[q].most_common(1)[0][0]
             stats["entities_text_from_surface"] += 1
         stats["entities_with_description"] += bool(desc)
-        entities.append((q, _clean(label), entity_text(label, desc) if desc else "", ""))
+        entities.append((q, clean_field(label), entity_text(label, desc) if desc else "", ""))
     stats.update(triples_seen=len(triples), triples_fewrel_pairs_excluded=len(triples) - len(kept))
     return ({"entities": entities, "triples": sorted(kept),
-             "relations": _relation_rows((r for _, r, _ in kept), relation_names(data))}, dict(stats))
+             "relations": relation_table_rows((r for _, r, _ in kept), relation_names(data))}, dict(stats))
 
 
 def _two_columns(path: Path) -> dict[str, str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import duckdb
 
 from kg_store import store
-from pipelines.assemble import _load_text as load_text_tables
+from pipelines.assemble import load_text
 from pipelines.trex import parse_trex
 
 
@@ -34,7 +34,7 @@ def add_linked_text(con: duckdb.DuckDBPyConnection, text_dirs: list[tuple[str, P
     con.execute("CREATE OR REPLACE TEMP TABLE assemble_rejects (stage VARCHAR, source VARCHAR, "
                 "position VARCHAR, reason VARCHAR, raw VARCHAR, action VARCHAR)")
     with store.transaction(con):
-        load_text_tables(con, text_dirs, stats)
+        load_text(con, text_dirs, stats)
         for _, folder in text_dirs:
             rejects = folder / "rejects.parquet"
             if rejects.exists():

@@ -32,16 +32,16 @@ KG_NAMES = ("metaqa", "metaqa-half", "codex-m", "fewrel")
 QID_RE = re.compile(r"[QP]\d+$")
 
 
-def _open(path: Path) -> object:
+def open_text(path: Path) -> object:
     return gzip.open(path, "rt", encoding="utf-8") if str(path).endswith(".gz") else open(path, encoding="utf-8")
 
 
-def _clean(text: str | None) -> str:
+def clean_field(text: str | None) -> str:
     return " ".join((text or "").replace("\t", " ").split())
 
 
 def entity_text(label: str | None, description: str | None) -> str:
-    label, description = _clean(label), _clean(description)
+    label, description = clean_field(label), clean_field(description)
     if label and description:
         return f"{label}, {description}"
     return label or description
@@ -84,23 +84,23 @@ def drop_half(triples: list[tuple], seed: int = 0, keep_fraction: float = 0.5) -
 
 def metaqa_rows(data: Path, half: bool = False, seed: int = 0) -> dict[str, list[tuple]]:
     root = data / "eval" / "metaqa"
-    with _open(root / "entity2text.txt") as handle:
+    with open_text(root / "entity2text.txt") as handle:
         names = [line.rstrip("\n").split("\t", 1)[1] for line in handle if "\t" in line]
-    with _open(root / "kb_reconstructed_from_keallm_ids.txt.gz") as handle:
+    with open_text(root / "kb_reconstructed_from_keallm_ids.txt.gz") as handle:
         triples = sorted(set(parse_metaqa_kb(handle, METAQA_RELATIONS)))
     known = set(names)
     names += sorted({x for h, _, t in triples for x in (h, t)} - known)   # none expected; never dangling
     if half:
         triples = drop_half(triples, seed)
     relations = [(r, r.replace("_", " "), "") for r in METAQA_RELATIONS]
-    return {"entities": [(n, _clean(n), "", "") for n in names], "triples": triples, "relations": relations}
+    return {"entities": [(n, clean_field(n), "", "") for n in names], "triples": triples, "relations": relations}
 
 
 # ---------------------------------------------------------------- shared QID helpers
 def read_labels(path: Path, wanted: set[str] | None = None) -> dict[str, tuple[str, str]]:
     """qid -> (label, description) from qid_label_description.tsv.gz (header: qid label _ description _)."""
     out = {}
-    with _open(path) as handle:
+    with open_text(path) as handle:
         next(handle, None)
         for line in handle:
             f = line.rstrip("\n").split("\t")
@@ -110,7 +110,7 @@ def read_labels(path: Path, wanted: set[str] | None = None) -> dict[str, tuple[s
 
 
 def read_qid_triples(path: Path) -> Iterator[tuple[str, str, str]]:
-    with _open(path) as handle:
+    with open_text(path) as handle:
         for line in handle:
             f = line.split()
             if len(f) == 3 and QID_RE.match(f[0]) and QID_RE.match(f[2]) and f[1].startswith("P"):
@@ -119,7 +119,7 @@ def read_qid_triples(path: Path) -> Iterator[tuple[str, str, str]]:
 
 def trex_triples(path: Path) -> Iterator[tuple[str, str, str]]:
     """(subject, predicate, object) QID triples of T-REx-shaped JSON lines."""
-    with _open(path) as handle:
+    with open_text(path) as handle:
         for line in handle:
             doc = json.loads(line)
             for t in doc.get("triples") or []:
@@ -146,8 +146,8 @@ def relation_names(data: Path) -> dict[str, tuple[str, str]]:
     return out
 
 
-def _relation_rows(pids: Iterable[str], names: dict[str, tuple[str, str]]) -> list[tuple[str, str, str]]:
-    return [(p, _clean(names.get(p, (p, ""))[0]) or p, _clean(names.get(p, ("", ""))[1]))
+def relation_table_rows(pids: Iterable[str], names: dict[str, tuple[str, str]]) -> list[tuple[str, str, str]]:
+    return [(p, clean_field(names.get(p, (p, ""))[0]) or p, clean_field(names.get(p, ("", ""))[1]))
             for p in sorted(set(pids))]
 
 
@@ -167,10 +167,10 @@ def codex_rows(data: Path, variant: str = "codex-m") -> dict[str, list[tuple]]:
     entities = []
     for q in qids:
         label, desc = labels.get(q, ("", ""))
-        entities.append((q, _clean(label), entity_text(label, desc) if desc else "",
+        entities.append((q, clean_field(label), entity_text(label, desc) if desc else "",
                          most_frequent_type(types.get(q, []), counts)))
     return {"entities": entities, "triples": triples,
-            "relations": _relation_rows((r for _, r, _ in triples), relation_names(data))}
+            "relations": relation_table_rows((r for _, r, _ in triples), relation_names(data))}
 
 
 # ---------------------------------------------------------------- FewRel
@@ -207,9 +207,9 @@ def fewrel_rows(data: Path) -> dict[str, list[tuple]]:
         label, desc = labels.get(q, ("", ""))
         if not label and q in surface:   # FewRel's own (lower-cased) surface form
             label = surface[q].most_common(1)[0][0]
-        entities.append((q, _clean(label), entity_text(label, desc) if desc else "", ""))
+        entities.append((q, clean_field(label), entity_text(label, desc) if desc else "", ""))
     return {"entities": entities, "triples": sorted(triples),
-            "relations": _relation_rows((r for _, r, _ in triples), relation_names(data))}
+            "relations": relation_table_rows((r for _, r, _ in triples), relation_names(data))}
 
 
 # ---------------------------------------------------------------- build + cache
@@ -265,7 +265,7 @@ def write_tsvs(rows: dict[str, list[tuple]], folder: Path) -> dict[str, Path]:
         with open(path, "w", encoding="utf-8") as handle:
             handle.write("\t".join(header) + "\n")
             for row in rows[kind]:
-                handle.write("\t".join(_clean(str(x)) for x in row) + "\n")
+                handle.write("\t".join(clean_field(str(x)) for x in row) + "\n")
         paths[kind] = path
     return paths
 

@@ -230,7 +230,7 @@ def train_and_test(q_train: torch.Tensor, t_train: np.ndarray, a_train: list[lis
     model.load_state_dict(best_state)
     test = evaluate(q_test, t_test, a_test, p_test)
     return {"hits1": mean_ci(test), "val_hits1": best, "history": history,
-            "prior_scale": float(model.prior_scale.detach())}
+            "path_prior_scale": float(model.prior_scale.detach())}
 
 
 def reachable(index: PathIndex, topics: np.ndarray, answers: list[list[int]], hops: int,

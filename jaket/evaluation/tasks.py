@@ -5,6 +5,7 @@ Every result has `headline`: {column name: {"mean", "ci95", "n"}} (fractions), t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -105,7 +106,8 @@ def run_metaqa(system: EvalSystem, data: Path, work: Path, hops: tuple[int, ...]
             q_va = _encode_questions(system, dev, va, t_dev, e_km, f"{prefix}-val{len(va)}")
             q_te = _encode_questions(system, test, te, t_test, e_km, f"{prefix}-test{len(te)}")
             phrases = metaqa.path_phrases(relation_names, h)
-            ph = system.cached(f"metaqa-phrases-{h}-{len(phrases)}", lambda p=phrases: system.embed_texts(p),
+            phrase_key = hashlib.sha1("\n".join(phrases).encode()).hexdigest()[:12]   # edited phrases: new cache
+            ph = system.cached(f"metaqa-phrases-{h}-{phrase_key}", lambda p=phrases: system.embed_texts(p),
                                plain=True)
             priors = tuple(metaqa.phrase_prior(system.cached(
                 f"metaqa-{h}-{seed}-{part}{len(sel)}-plain", lambda qs=qs, sel=sel: system.embed_texts(
@@ -114,7 +116,6 @@ def run_metaqa(system: EvalSystem, data: Path, work: Path, hops: tuple[int, ...]
             res = metaqa.train_and_test(q_tr, t_dev[tr], [a_dev[i] for i in tr], q_va, t_dev[va],
                                         [a_dev[i] for i in va], q_te, t_test[te], [a_test[i] for i in te],
                                         ents, index, h, seed=seed, epochs=epochs, priors=priors)
-            res["path_prior_scale"] = res.pop("prior_scale", None)
             res["answer_reachable"] = metaqa.reachable(index, t_test[te], [a_test[i] for i in te], h)
             res["test_without_topic_in_kg"] = int((t_test < 0).sum())
             res["seconds"] = round(time.perf_counter() - t0, 1)
